@@ -1,0 +1,3 @@
+"""ragloop's core: hook specifications, plugin manager, registries, base classes, workspace."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""The `ragloop` click group: global options, error handling, and commands from plugins."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import RagloopError
+from ..workspace import Workspace
+
+
+class RagloopGroup(click.Group):
+    """Adds plugin commands (the register_commands hook) to the built-in ones, and turns
+    unexpected exceptions into one line unless --debug is given."""
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        from ..plugins import call_each
+        extra = click.Group()
+        call_each("register_commands", lambda plugin: {"cli": extra})
+        return {n: c for n, c in extra.commands.items() if n not in self.commands}
+
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(self._plugin_commands()))
+
+    def get_command(self, ctx, name):
+        return self.commands.get(name) or self._plugin_commands().get(name)
+
+    def resolve_command(self, ctx, args):
+        name = click.utils.make_str(args[0]) if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            available = ", ".join(self.list_commands(ctx))
+            raise RagloopError(f"unknown command {name!r}; available: {available}")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            text = " ".join(str(exc).split())[:500]
+            raise RagloopError(f"{type(exc).__name__}: {text} "
+                               f"(run `ragloop --debug ...` for the traceback)") from None
+
+
+@click.group(cls=RagloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ragloop", prog_name="ragloop")
+@click.option("--home", type=click.Path(file_okay=False, path_type=str), envvar="RAGLOOP_HOME",
+              help="Workspace folder (default: $RAGLOOP_HOME, else the user data folder).")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx, home, debug):
+    """ragloop: answer questions from your documents with citations, rate the answers,
+    and train a LoRA adapter on your ratings."""
+    ctx.obj = Workspace(home)
+    ctx.call_on_close(ctx.obj.close)
+
+
+pass_workspace = click.pass_obj
+
+
+def options_option(f):
+    """`-o key=value`, repeatable: options for the plugin a command uses."""
+    return click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                        help="Plugin option, repeatable; unknown keys list the valid ones.")(f)

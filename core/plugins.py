@@ -1,0 +1,143 @@
+"""The plugin manager: built-ins and third-party distributions load through the same door.
+
+Built-ins are listed by module name in DEFAULT_PLUGINS (the core never imports them
+directly); third-party plugins are entry points in the group ``ragloop``. Loading is
+idempotent and on demand. ``RAGLOOP_LOAD_PLUGINS`` restricts third-party loading: unset
+loads every installed one, empty loads none, a comma list loads only those distributions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import click
+import pluggy
+
+from . import __version__, hookspecs
+
+ENTRY_POINT_GROUP = "ragloop"
+
+DEFAULT_PLUGINS = (
+    "ragloop.plugins.text_loader",
+)
+
+pm = pluggy.PluginManager("ragloop")
+pm.add_hookspecs(hookspecs)
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    builtin: bool
+    distribution: str | None = None
+    hooks: list[str] = field(default_factory=list)
+
+
+_info: dict[str, PluginInfo] = {}
+_loaded = False
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr, once per message per process."""
+    if message not in _warned:
+        _warned.add(message)
+        click.secho(f"Warning: {message}", fg="yellow", err=True)
+
+
+def normalize(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def allowed_distributions() -> set[str] | None:
+    """None means every installed plugin; otherwise the normalized names allowed."""
+    value = os.environ.get("RAGLOOP_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {normalize(v) for v in value.split(",") if v.strip()}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _register(module, name: str) -> bool:
+    """Register a module, rejecting hook implementations that match no hook."""
+    try:
+        pm.register(module, name=name)
+    except Exception as exc:  # pluggy's PluginValidationError: wrong hook signature
+        warn(f"plugin {name!r} was not loaded ({_one_line(exc)}); fix or uninstall it")
+        return False
+    unknown = [hc.name for hc in pm.get_hookcallers(module) or [] if hc.spec is None]
+    if unknown:
+        pm.unregister(module)
+        warn(f"plugin {name!r} was not loaded: {', '.join(unknown)} is not a ragloop hook; "
+             f"see `ragloop plugins --hooks`")
+        return False
+    return True
+
+
+def load_plugins() -> None:
+    """Register the built-ins and every allowed third-party entry point, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        module = importlib.import_module(module_name)
+        if _register(module, module_name):
+            _info[module_name] = PluginInfo(module_name, __version__, builtin=True)
+    allowed = allowed_distributions()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist else ep.name
+        if allowed is not None and normalize(dist) not in allowed:
+            continue
+        if pm.has_plugin(ep.name):
+            warn(f"plugin {ep.name!r} from {dist} clashes with one already loaded; skipped")
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:
+            warn(f"plugin {ep.name!r} from {dist} failed to import ({_one_line(exc)}); skipped")
+            continue
+        if _register(module, ep.name):
+            version = ep.dist.version if ep.dist else "unknown"
+            _info[ep.name] = PluginInfo(ep.name, version, builtin=False, distribution=dist)
+
+
+def plugin_infos(include_builtin: bool = False) -> list[PluginInfo]:
+    """Every registered plugin with the hooks it implements (one-off test plugins included)."""
+    load_plugins()
+    result = []
+    for name, plugin in pm.list_name_plugin():
+        info = _info.get(name) or PluginInfo(name, "unknown", builtin=False)
+        if info.builtin and not include_builtin:
+            continue
+        info.hooks = sorted(hc.name for hc in pm.get_hookcallers(plugin) or [])
+        result.append(info)
+    return sorted(result, key=lambda i: (not i.builtin, i.name))
+
+
+def hook_names() -> list[str]:
+    return sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+
+
+def call_each(hook_name: str, arguments) -> None:
+    """Call every implementation of a hook with ``arguments(plugin_name)`` as its keyword
+    arguments, isolating failures: one broken third-party plugin warns and is skipped
+    instead of stopping the built-ins (pluggy's own call aborts at the first exception)."""
+    load_plugins()
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        kwargs = arguments(impl.plugin_name)
+        try:
+            impl.function(*[kwargs[arg] for arg in impl.argnames])
+        except Exception as exc:
+            if impl.plugin_name in DEFAULT_PLUGINS:
+                raise
+            warn(f"plugin {impl.plugin_name!r} failed in {hook_name} ({_one_line(exc)}); skipped")

@@ -1,0 +1,35 @@
+"""Plain-text loader (.txt and files without an extension)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragloop.core.hookspecs import hookimpl
+from ragloop.core.kinds import Document, Loader, SkipFile
+
+
+def read_text(path: Path) -> Document:
+    """Decode as UTF-8, replacing undecodable bytes and saying how many there were."""
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise SkipFile("binary file (contains NUL bytes)")
+    text = data.decode("utf-8", errors="replace")
+    doc = Document(path=str(path), text=text)
+    bad = text.count("\ufffd") - data.decode("utf-8", errors="ignore").count("\ufffd")
+    if bad:
+        doc.warnings.append(f"{bad} undecodable bytes replaced (file is not valid UTF-8)")
+    return doc
+
+
+class TextLoader(Loader):
+    name = "text"
+    description = "Plain text files, decoded as UTF-8."
+    extensions = (".txt", ".text", "")
+
+    def load(self, path: Path) -> Document:
+        return read_text(Path(path))
+
+
+@hookimpl
+def register_loaders(register):
+    register(TextLoader)

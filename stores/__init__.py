@@ -1,0 +1,1 @@
+"""ragloop's built-in vector stores, registered through the `register_stores` hook."""
