@@ -2,7 +2,8 @@
 
 A component is a class with a ``name`` (unique within its kind), a one-line
 ``description`` and a ``Config`` dataclass of options (``-o key=value`` on the CLI). It is
-built as ``cls(config)``; heavy libraries are imported inside methods, never at module top,
+built as ``cls(config, workspace=ws)`` (the workspace may be None outside a command, so
+use it only for caches); heavy libraries are imported inside methods, never at module top,
 because every CLI start imports every plugin module.
 """
 
@@ -23,8 +24,9 @@ class Component:
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoOptions
 
-    def __init__(self, config: Any = None):
+    def __init__(self, config: Any = None, workspace: Any = None):
         self.config = config if config is not None else self.Config()
+        self.workspace = workspace
 
 
 # ---- documents and retrieval -------------------------------------------------------------
@@ -94,8 +96,8 @@ class Embedder(Component):
 class Store(Component):
     """Vectors keyed by 64-bit chunk ids, kept in files under `directory`."""
 
-    def __init__(self, config: Any, directory: Path, dimension: int):
-        super().__init__(config)
+    def __init__(self, config: Any, directory: Path, dimension: int, workspace: Any = None):
+        super().__init__(config, workspace)
         self.directory = Path(directory)
         self.dimension = dimension
 
@@ -124,6 +126,18 @@ class Generator(Component):
 
     @property
     def model_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the model can attend to, prompt and answer together."""
+        raise NotImplementedError
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def render(self, messages: list[dict]) -> str:
+        """The exact prompt text the model sees (chat template applied), for the logs."""
         raise NotImplementedError
 
     def generate(self, messages: list[dict], *, max_new_tokens: int = 256,
