@@ -85,3 +85,16 @@ def build_config(config_cls, pairs: Iterable[str] = (), owner: str = "", **overr
         return config_cls(**values)
     except (ValueError, TypeError) as exc:
         raise RagloopError(f"invalid options{who}: {exc}") from None
+
+
+def split_prefixed(pairs: Iterable[str], prefixes: Iterable[str]) -> dict[str, list[str]]:
+    """Route `-o part.key=value` to the named part of a command (e.g. chunker, embedder)."""
+    prefixes = list(prefixes)
+    routed: dict[str, list[str]] = {p: [] for p in prefixes}
+    for pair in pairs:
+        head, dot, rest = pair.partition(".")
+        if not dot or head not in routed or "=" in head:
+            raise RagloopError(f"option {pair!r} does not say which part it is for; write "
+                               f"-o PART.key=value with PART one of {', '.join(prefixes)}")
+        routed[head].append(rest)
+    return routed

@@ -32,6 +32,11 @@ def register_stores(register):
 
 
 @hookspec
+def register_rerankers(register):
+    """Register rerankers that reorder search candidates, e.g. cross-encoders: `register(RerankerClass)`."""
+
+
+@hookspec
 def register_generators(register):
     """Register answer generators (language models): `register(GeneratorClass)`."""
 

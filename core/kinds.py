@@ -114,8 +114,23 @@ class Store(Component):
     def __len__(self) -> int:
         raise NotImplementedError
 
+    def ids(self):
+        """Every stored id (an int64 numpy array), to reconcile with the database."""
+        raise NotImplementedError
+
     def save(self) -> str:
         """Write atomically; return a checksum of what was written."""
+        raise NotImplementedError
+
+    def file_checksum(self) -> str | None:
+        """The checksum of what is on disk now (None when nothing is), same scheme as save()."""
+        raise NotImplementedError
+
+
+class Reranker(Component):
+    """Reorders search hits (objects with .text and .score) for a query, best first."""
+
+    def rerank(self, query: str, hits: list) -> list:
         raise NotImplementedError
 
 

@@ -23,6 +23,8 @@ ENTRY_POINT_GROUP = "ragloop"
 
 DEFAULT_PLUGINS = (
     "ragloop.plugins.text_loader",
+    "ragloop.plugins.cross_encoder",
+    "ragloop.stores.faiss_store",
 )
 
 pm = pluggy.PluginManager("ragloop")
@@ -109,6 +111,18 @@ def load_plugins() -> None:
         if _register(module, ep.name):
             version = ep.dist.version if ep.dist else "unknown"
             _info[ep.name] = PluginInfo(ep.name, version, builtin=False, distribution=dist)
+
+
+def reset_for_tests() -> None:
+    """Unregister every plugin and forget warnings, so the next load_plugins() reads the
+    environment (RAGLOOP_LOAD_PLUGINS, sys.path) afresh."""
+    global _loaded
+    for name, plugin in list(pm.list_name_plugin()):
+        if plugin is not None:
+            pm.unregister(plugin, name)
+    _info.clear()
+    _warned.clear()
+    _loaded = False
 
 
 def plugin_infos(include_builtin: bool = False) -> list[PluginInfo]:

@@ -18,6 +18,7 @@ KINDS = {
     "chunker": "register_chunkers",
     "embedder": "register_embedders",
     "store": "register_stores",
+    "reranker": "register_rerankers",
     "generator": "register_generators",
     "rater": "register_raters",
     "filter": "register_filters",
@@ -71,6 +72,7 @@ def get_loader(name: str) -> type: return get("loader", name)
 def get_chunker(name: str) -> type: return get("chunker", name)
 def get_embedder(name: str) -> type: return get("embedder", name)
 def get_store(name: str) -> type: return get("store", name)
+def get_reranker(name: str) -> type: return get("reranker", name)
 def get_generator(name: str) -> type: return get("generator", name)
 def get_rater(name: str) -> type: return get("rater", name)
 def get_filter(name: str) -> type: return get("filter", name)

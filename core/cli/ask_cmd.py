@@ -1,0 +1,85 @@
+"""`ragloop ask` and `logs`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..ask import DEFAULT_GENERATOR, generate, load_generator, log_ask, prepare, resolve_adapter
+from ..search import MODES, Searcher
+from .app import cli, options_option, pass_workspace
+from .progress import stderr
+
+
+@cli.command()
+@click.argument("question")
+@click.option("-k", default=4, show_default=True, help="Passages to retrieve.")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
+              help="Retrieval mode.")
+@click.option("--adapter", metavar="NAME", help="LoRA adapter (name or folder); default: the "
+              "one chosen with `ragloop adapters use`, else none.")
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
+@click.option("--temperature", default=0.0, show_default=True, help="0 = greedy; above 0 samples.")
+@click.option("--seed", type=int, default=None, help="Seed for sampling (recorded in the log).")
+@click.option("--no-stream", is_flag=True, help="Print the answer only when it is complete.")
+@options_option
+@click.option("--json", "as_json", is_flag=True, help="Output JSON (implies --no-stream).")
+@pass_workspace
+def ask(ws, question, k, mode, adapter, generator, max_new_tokens, temperature, seed,
+        no_stream, options, as_json):
+    """Answer a question from the indexed documents, citing them as [n]."""
+    searcher = Searcher(ws)
+    searcher.require_index()
+    adapter_path = resolve_adapter(ws, adapter)
+    if temperature < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--temperature")
+    model = load_generator(ws, generator, options, adapter_path)
+    answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
+                     searcher=searcher)
+    for note in answer.prompt.notes:
+        stderr.print(f"Note: {note}.")
+    stream = not (no_stream or as_json)
+    for piece in generate(answer, model, temperature=temperature, seed=seed):
+        if stream:
+            click.echo(piece, nl=False)
+    ask_id = log_ask(ws, answer, model, generator, adapter_path, searcher.index.version)
+    sources = [{"n": i, "source": h.source, "heading": h.heading, "chunk_id": h.chunk_id,
+                "score": h.score} for i, h in enumerate(answer.prompt.passages, 1)]
+    if as_json:
+        click.echo(json.dumps({"id": ask_id, "question": question, "answer": answer.text,
+                               "sources": sources, "model_id": model.model_id,
+                               "adapter": adapter_path, "params": answer.params,
+                               "timings": answer.timings, "notes": answer.prompt.notes},
+                              indent=2, default=str))
+        return
+    if not stream:
+        click.echo(answer.text, nl=False)
+    click.echo("\n\nSources:")
+    for s in sources:
+        heading = f" ({s['heading']})" if s["heading"] else ""
+        click.echo(f"[{s['n']}] {s['source']}{heading}")
+
+
+@cli.command()
+@click.option("-n", "count", default=20, show_default=True, help="How many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON, with prompts and timings.")
+@pass_workspace
+def logs(ws, count, as_json):
+    """List logged asks (question, answer, model), newest first."""
+    rows = list(ws.db.query("select * from asks order by created_at desc, id desc limit ?", [count]))
+    if as_json:
+        for row in rows:
+            for key in [k for k in row if k.endswith("_json")]:
+                row[key[:-5]] = json.loads(row.pop(key) or "null")
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No asks logged yet; try `ragloop ask \"...\"`.")
+    for row in rows:
+        answer = " ".join((row["answer"] or "").split())
+        click.echo(f"{row['id']}  {row['created_at'][:19]}  {row['model_id']}"
+                   f"{'  adapter ' + row['adapter'] if row['adapter'] else ''}")
+        click.echo(f"  Q: {row['question']}")
+        click.echo(f"  A: {answer[:160]}{'...' if len(answer) > 160 else ''}")

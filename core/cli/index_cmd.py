@@ -1,0 +1,118 @@
+"""`ragloop index`, `remove` and `search`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config import split_prefixed
+from ..ingest import Indexer, discover, documents_under
+from ..search import FUSIONS, MODES, Searcher, display_path
+from .app import cli, options_option, pass_workspace
+from .progress import progress_bar, stderr
+
+PARTS = ("chunker", "embedder", "store")
+
+
+def _summary(report) -> list[str]:
+    n = lambda xs: len(xs)  # noqa: E731
+    lines = [f"Indexed: {n(report.added)} added, {n(report.updated)} updated, "
+             f"{n(report.removed)} removed, {n(report.unchanged)} unchanged, "
+             f"{n(report.skipped)} skipped; {report.chunks_embedded} chunks embedded."]
+    if report.reconciled:
+        lines.append(f"Repaired the vector index: {report.reconciled}")
+    lines += [f"  skipped {display_path(p)}: {why}" for p, why in report.skipped]
+    lines += [f"  warning {display_path(p)}: {w}" for p, w in report.warnings]
+    return lines
+
+
+@cli.command()
+@click.argument("paths", nargs=-1)
+@click.option("--glob", metavar="PATTERN", help="Only files whose name or relative path matches.")
+@click.option("--filter", "filters", multiple=True, metavar="NAME",
+              help="Data filter to apply to documents first; repeatable, applied in order.")
+@click.option("--prune", is_flag=True, help="Drop documents whose files were deleted.")
+@click.option("--repair", is_flag=True, help="Re-embed every stored chunk into a fresh vector index.")
+@click.option("--chunker", default="tokens", show_default=True, help="Chunker plugin.")
+@click.option("--embedder", default=None, help="Embedder plugin (default: the index's, "
+              "else sentence-transformers).")
+@click.option("--store", default=None, help="Vector store plugin (default: faiss).")
+@options_option
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@pass_workspace
+def index(ws, paths, glob, filters, prune, repair, chunker, embedder, store, options, as_json):
+    """Index files and folders so they can be searched and asked about.
+
+    Unchanged files are skipped (content hash); changed files replace their chunks.
+    Plugin options go to a part: -o chunker.size=300 -o embedder.batch_size=64
+    -o store.kind=flat.
+    """
+    if not paths and not repair:
+        raise click.UsageError("give files or folders to index, or --repair")
+    opts = split_prefixed(options, PARTS)
+    files = discover(paths, glob)
+    indexer = Indexer(ws, chunker=chunker, chunker_options=opts["chunker"], filters=filters,
+                      embedder=embedder, embedder_options=opts["embedder"], store=store,
+                      store_options=opts["store"])
+    try:
+        with progress_bar(as_json) as progress:
+            task = progress.add_task("Embedding", total=None)
+            indexer.prepare(repair, progress=lambda n: progress.advance(task, n))
+            known = indexer.known()
+            files_task = progress.add_task("Files", total=len(files))
+            for path in files:
+                indexer.add_file(path, known, progress=lambda n: progress.advance(task, n))
+                progress.advance(files_task)
+            indexer.flush(progress=lambda n: progress.advance(task, n))
+            if prune:
+                indexer.prune(paths, {str(p) for p in files})
+    except KeyboardInterrupt:
+        stderr.print(f"Interrupted: {len(indexer.report.added) + len(indexer.report.updated)} "
+                     f"files were indexed before the stop; run the same command to continue.")
+        raise SystemExit(130)
+    report = indexer.report
+    if as_json:
+        click.echo(json.dumps(report.__dict__, indent=2, default=str))
+    else:
+        click.echo("\n".join(_summary(report)))
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@pass_workspace
+def remove(ws, paths):
+    """Remove indexed documents (files, or everything under folders) from the index."""
+    targets = documents_under(ws, paths)
+    indexer = Indexer(ws)
+    indexer.remove_documents(targets)
+    click.echo(f"Removed {len(targets)} document(s).")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("-k", default=5, show_default=True, help="Number of results.")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
+              help="dense = vectors, bm25 = keywords, hybrid = both fused.")
+@click.option("--where", multiple=True, metavar="path=GLOB", help="Only chunks of matching files.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
+              help="How hybrid mode fuses the two rankings.")
+@click.option("--rerank", metavar="NAME", help="Reranker plugin to reorder results (off by default).")
+@click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE",
+              help="Option for the reranker, repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_workspace
+def search(ws, query, k, mode, where, fusion, rerank, rerank_options, as_json):
+    """Search the indexed chunks; shows source path, line range and score."""
+    hits = Searcher(ws).search(query, k=k, mode=mode, where=where, fusion=fusion,
+                               rerank=rerank, rerank_options=rerank_options)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], indent=2))
+        return
+    if not hits:
+        click.echo("No results.")
+    for rank, hit in enumerate(hits, 1):
+        heading = f"  ({hit.heading})" if hit.heading else ""
+        click.echo(f"{rank}. {hit.source}  score {hit.score:.4f}{heading}")
+        snippet = " ".join(hit.text.split())
+        click.echo(f"   {snippet[:200]}{'...' if len(snippet) > 200 else ''}")

@@ -1,0 +1,177 @@
+"""The workspace's vector index: an embedder and a store, kept in step with the chunks table.
+
+The database is the source of truth. After every change the store is saved (atomically) and
+its vector count, checksum and file stamp are recorded in ``index_state`` in the same
+transaction as the chunk rows. On open, a store file that disagrees (an interrupted run, a
+file replaced by hand) is detected; ``reconcile`` removes vectors whose chunk is gone and
+embeds chunks whose vector is missing, and ``rebuild`` re-embeds every chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+
+from . import registry
+from .config import build_config
+from .errors import RagloopError
+from .workspace import utcnow
+
+DEFAULT_EMBEDDER = "sentence-transformers"
+DEFAULT_STORE = "faiss"
+INDEX_NAME = "default"
+
+
+def embed_text(heading: str, text: str) -> str:
+    """What is embedded for a chunk: its heading path gives context the text may lack."""
+    return f"{heading}\n\n{text}" if heading else text
+
+
+@contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C until a write that must not be cut in half is done."""
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *a: received.append(a))
+    except ValueError:          # not the main thread: nothing to defer
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+class VectorIndex:
+    def __init__(self, ws, embedder: str | None = None, embedder_options=(),
+                 store: str | None = None, store_options=()):
+        self.ws = ws
+        self.db = ws.db
+        self.state = self.db["index_state"].get(INDEX_NAME) if self.db["index_state"].count_where(
+            "name = ?", [INDEX_NAME]) else None
+        st = self.state or {}
+        self.embedder_name = embedder or st.get("embedder") or DEFAULT_EMBEDDER
+        self.embedder_options = list(embedder_options) or (
+            json.loads(st["embedder_options_json"]) if st and embedder is None else [])
+        self.store_name = store or st.get("store") or DEFAULT_STORE
+        self.store_options = list(store_options) or (
+            json.loads(st["store_options_json"]) if st and store is None else [])
+        cls = registry.get_embedder(self.embedder_name)
+        self.embedder = cls(build_config(cls.Config, self.embedder_options, self.embedder_name),
+                            workspace=ws)
+        self._store = None
+
+    @property
+    def directory(self):
+        return self.ws.indexes_dir / INDEX_NAME
+
+    @property
+    def store(self):
+        if self._store is None:
+            cls = registry.get_store(self.store_name)
+            config = build_config(cls.Config, self.store_options, self.store_name)
+            self._store = cls(config, self.directory, self.embedder.dimension, workspace=self.ws)
+        return self._store
+
+    @property
+    def version(self) -> int:
+        return (self.state or {}).get("version") or 0
+
+    def chunk_count(self) -> int:
+        return self.db["chunks"].count
+
+    def check_embedder(self) -> None:
+        if self.state and self.state["embedder_id"] != self.embedder.id:
+            raise RagloopError(
+                f"the index was built with embedder {self.state['embedder_id']}, not "
+                f"{self.embedder.id}; run `ragloop index --repair` to re-embed with the new one")
+
+    def problem(self) -> str | None:
+        """Why the store file disagrees with the database, or None when they agree."""
+        if not self.state:
+            return "no index yet" if self.chunk_count() else None
+        path = self.store.path if hasattr(self.store, "path") else None
+        if path is not None and path.exists():
+            stat = path.stat()
+            if (stat.st_size, stat.st_mtime_ns) != (self.state["file_size"], self.state["file_mtime_ns"]):
+                if self.store.file_checksum() != self.state["checksum"]:
+                    return "the vector file changed since the database last recorded it"
+        elif self.state["vector_count"]:
+            return "the vector file is missing"
+        if len(self.store) != self.state["vector_count"] or len(self.store) != self.chunk_count():
+            return (f"the vector file holds {len(self.store)} vectors, the database "
+                    f"{self.chunk_count()} chunks")
+        return None
+
+    def ensure_consistent(self) -> None:
+        """For readers: refuse to search an index that disagrees with the database."""
+        self.check_embedder()
+        problem = self.problem()
+        if problem and problem != "no index yet":
+            raise RagloopError(f"the vector index is out of step with the database ({problem}); "
+                               f"run `ragloop index --repair`")
+
+    def encode(self, texts, progress=None):
+        return self.embedder.encode(list(texts), progress=progress)
+
+    def record(self) -> None:
+        """Save the store and record what it holds; call inside the chunk rows' transaction."""
+        checksum = self.store.save()
+        stat = self.store.path.stat() if hasattr(self.store, "path") else None
+        self.state = {
+            "name": INDEX_NAME, "embedder": self.embedder_name,
+            "embedder_options_json": json.dumps(self.embedder_options),
+            "embedder_id": self.embedder.id, "store": self.store_name,
+            "store_options_json": json.dumps(self.store_options),
+            "dimension": self.embedder.dimension, "vector_count": len(self.store),
+            "checksum": checksum, "file_size": stat.st_size if stat else 0,
+            "file_mtime_ns": stat.st_mtime_ns if stat else 0,
+            "version": self.version + 1, "updated_at": utcnow(),
+        }
+        self.db["index_state"].upsert(self.state, pk="name")
+
+    def reconcile(self, progress=None) -> dict:
+        """Bring the store in step with the chunks table, embedding only what is missing."""
+        self.check_embedder()
+        try:
+            stored = set(self.store.ids().tolist())
+        except RagloopError:            # a corrupt file: start from an empty store
+            self._drop_store_file()
+            stored = set()
+        in_db = {row[0] for row in self.db.execute("select id from chunks")}
+        stale, missing = sorted(stored - in_db), sorted(in_db - stored)
+        self.store.remove(stale)
+        self._embed_rows(missing, progress)
+        with deferred_interrupt(), self.db.atomic():
+            self.record()
+        return {"stale_removed": len(stale), "missing_embedded": len(missing)}
+
+    def rebuild(self, progress=None) -> dict:
+        """Re-embed every chunk from its text in the database (`ragloop index --repair`)."""
+        self._drop_store_file()
+        ids = [row[0] for row in self.db.execute("select id from chunks order by id")]
+        self._embed_rows(ids, progress)
+        with deferred_interrupt(), self.db.atomic():
+            self.record()
+        return {"embedded": len(ids)}
+
+    def _drop_store_file(self) -> None:
+        path = getattr(self.store, "path", None)
+        self._store = None
+        if path is not None and path.exists():
+            os.replace(path, path.with_name(path.name + ".bad"))
+
+    def _embed_rows(self, ids, progress=None, batch: int = 512) -> None:
+        for start in range(0, len(ids), batch):
+            part = ids[start:start + batch]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(f"select id, heading, text from chunks where id in ({marks})",
+                                   part).fetchall()
+            vectors = self.encode([embed_text(h, t) for _, h, t in rows])
+            self.store.add([r[0] for r in rows], vectors)
+            if progress:
+                progress(len(rows))
