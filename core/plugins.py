@@ -61,7 +61,7 @@ def allowed_distributions() -> set[str] | None:
     value = os.environ.get("RAGLOOP_LOAD_PLUGINS")
     if value is None:
         return None
-    return {normalize(v) for v in value.split(",") if v.strip()}
+    return {normalize(v.strip()) for v in value.split(",") if v.strip()}
 
 
 def _one_line(exc: BaseException) -> str:

@@ -108,12 +108,16 @@ class VectorIndex:
         return None
 
     def ensure_consistent(self) -> None:
-        """For readers: refuse to search an index that disagrees with the database."""
+        """For readers: refuse to search an index that disagrees with the database.
+        Checked once per instance: a process that searches many times pays for it once."""
+        if getattr(self, "_checked", False):
+            return
         self.check_embedder()
         problem = self.problem()
         if problem and problem != "no index yet":
             raise RagloopError(f"the vector index is out of step with the database ({problem}); "
                                f"run `ragloop index --repair`")
+        self._checked = True
 
     def encode(self, texts, progress=None):
         return self.embedder.encode(list(texts), progress=progress)

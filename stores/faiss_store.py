@@ -127,7 +127,8 @@ class FaissStore(Store):
         import faiss
         ids = faiss.vector_to_array(flat.id_map).astype("int64")
         vectors = flat.index.reconstruct_n(0, flat.ntotal)
-        nlist = max(16, int(4 * math.sqrt(len(ids))))
+        # FAISS wants >= 39 training points per list; 4·sqrt(n) lists is its usual advice.
+        nlist = max(8, min(int(4 * math.sqrt(len(ids))), len(ids) // 39))
         quantizer = faiss.IndexFlatIP(self.dimension)
         ivf = faiss.IndexIVFFlat(quantizer, self.dimension, nlist, faiss.METRIC_INNER_PRODUCT)
         ivf.train(vectors)

@@ -44,7 +44,8 @@ class RagloopGroup(click.Group):
                                f"(run `ragloop --debug ...` for the traceback)") from None
 
 
-@click.group(cls=RagloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RagloopGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                               "max_content_width": 100})
 @click.version_option(package_name="ragloop", prog_name="ragloop")
 @click.option("--home", type=click.Path(file_okay=False, path_type=str), envvar="RAGLOOP_HOME",
               help="Workspace folder (default: $RAGLOOP_HOME, else the user data folder).")

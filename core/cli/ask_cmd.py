@@ -29,7 +29,11 @@ from .progress import stderr
 @pass_workspace
 def ask(ws, question, k, mode, adapter, generator, max_new_tokens, temperature, seed,
         no_stream, options, as_json):
-    """Answer a question from the indexed documents, citing them as [n]."""
+    """Answer a question from your documents, with citations.
+
+    Retrieves passages, streams an answer that cites them as [n], lists the sources,
+    and logs the ask so it can be rated later.
+    """
     searcher = Searcher(ws)
     searcher.require_index()
     adapter_path = resolve_adapter(ws, adapter)
@@ -67,7 +71,7 @@ def ask(ws, question, k, mode, adapter, generator, max_new_tokens, temperature, 
 @click.option("--json", "as_json", is_flag=True, help="Output JSON, with prompts and timings.")
 @pass_workspace
 def logs(ws, count, as_json):
-    """List logged asks (question, answer, model), newest first."""
+    """List logged asks, newest first."""
     rows = list(ws.db.query("select * from asks order by created_at desc, id desc limit ?", [count]))
     if as_json:
         for row in rows:

@@ -42,7 +42,7 @@ def _summary(report) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_workspace
 def index(ws, paths, glob, filters, prune, repair, chunker, embedder, store, options, as_json):
-    """Index files and folders so they can be searched and asked about.
+    """Index files and folders for search and ask.
 
     Unchanged files are skipped (content hash); changed files replace their chunks.
     Plugin options go to a part: -o chunker.size=300 -o embedder.batch_size=64
@@ -82,7 +82,7 @@ def index(ws, paths, glob, filters, prune, repair, chunker, embedder, store, opt
 @click.argument("paths", nargs=-1, required=True)
 @pass_workspace
 def remove(ws, paths):
-    """Remove indexed documents (files, or everything under folders) from the index."""
+    """Remove documents (files or whole folders) from the index."""
     targets = documents_under(ws, paths)
     indexer = Indexer(ws)
     indexer.remove_documents(targets)
@@ -103,7 +103,10 @@ def remove(ws, paths):
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_workspace
 def search(ws, query, k, mode, where, fusion, rerank, rerank_options, as_json):
-    """Search the indexed chunks; shows source path, line range and score."""
+    """Search indexed passages (hybrid, dense or BM25).
+
+    Shows each passage's source path, line range and score.
+    """
     hits = Searcher(ws).search(query, k=k, mode=mode, where=where, fusion=fusion,
                                rerank=rerank, rerank_options=rerank_options)
     if as_json:

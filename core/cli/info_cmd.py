@@ -33,8 +33,9 @@ def info(ws, as_json):
     if report["exists"]:
         db = ws.db
         report["database_bytes"] = ws.db_path.stat().st_size
+        # Internal tables (migrations, FTS shadows, AUTOINCREMENT's counters) are not content.
         report["tables"] = {t: db[t].count for t in db.table_names()
-                            if not t.startswith("_") and "_fts" not in t}
+                            if not t.startswith(("_", "sqlite_")) and "_fts" not in t}
         report["migrations"] = db.execute(
             "select count(*) from _sqlite_migrations").fetchone()[0]
         report["folders"] = {name: _folder_summary(ws.folder(name)) for name in FOLDERS}
@@ -50,7 +51,7 @@ def info(ws, as_json):
         click.echo(f"Database:  {report['database']} ({_human(report['database_bytes'])}, "
                    f"{report['migrations']} migrations applied)")
         for table, count in report["tables"].items():
-            click.echo(f"  {table}: {count} rows")
+            click.echo(f"  {table}: {count} row{'' if count == 1 else 's'}")
         for name, folder in report["folders"].items():
             click.echo(f"{name.capitalize() + ':':<10} {folder['path']} "
                        f"({folder['files']} files, {_human(folder['bytes'])})")

@@ -19,7 +19,7 @@ from .app import cli
 @click.option("--hooks", "list_hooks", is_flag=True, help="List the hooks a plugin can implement.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 def plugins_command(show_all, hook, list_hooks, as_json):
-    """List installed plugins, the hooks each implements, and their versions."""
+    """List plugins, their hooks and versions."""
     if list_hooks:
         names = hook_names()
         click.echo(json.dumps(names, indent=2) if as_json else "\n".join(names))
@@ -52,7 +52,10 @@ def _pip(*args: str) -> None:
 @click.option("-e", "--editable", is_flag=True, help="Install a local folder in editable mode.")
 @click.option("-U", "--upgrade", is_flag=True, help="Upgrade to the newest version.")
 def install(packages, editable, upgrade):
-    """Install plugins (PyPI names or local paths) into ragloop's own environment."""
+    """Install plugins into ragloop's environment.
+
+    PACKAGES are PyPI names or local paths; pip runs in the same environment as ragloop.
+    """
     args = ["install"]
     if upgrade:
         args.append("--upgrade")
