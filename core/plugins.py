@@ -23,7 +23,13 @@ ENTRY_POINT_GROUP = "ragloop"
 
 DEFAULT_PLUGINS = (
     "ragloop.plugins.text_loader",
+    "ragloop.plugins.loader_html",
+    "ragloop.plugins.loader_pdf",
+    "ragloop.plugins.loader_jsonl",
+    "ragloop.plugins.chunker",
     "ragloop.plugins.cross_encoder",
+    "ragloop.plugins.st_embedder",
+    "ragloop.plugins.hf_generator",
     "ragloop.stores.faiss_store",
 )
 

@@ -53,18 +53,21 @@ def test_ask_prints_answer_and_sources_and_logs_the_row(indexed, ragloop_home):
 
 def test_ask_json_and_logs_list(indexed):
     data = json.loads(run("ask", "max widgets?", *gen(), "--max-new-tokens", "5", "--json",
-                          "--temperature", "0.8", "--seed", "3").output)
-    assert data["answer"] and data["params"]["seed"] == 3 and len(data["sources"]) == 4
+                          "--temperature", "0.8", "--seed", "3").stdout)
+    assert data["answer"] and data["params"]["seed"] == 3
+    # The tiny tokenizer spends many tokens per word: passages that do not fit are announced.
+    left_out = sum(int(n.split()[0]) for n in data["notes"] if "left out" in n)
+    assert len(data["sources"]) + left_out == 4
     logs = run("logs").output
     assert re.match(rf"{data['id']}  \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d  ", logs)
     assert "  Q: max widgets?" in logs
-    listed = json.loads(run("logs", "--json", "-n", "1").output)
+    listed = json.loads(run("logs", "--json", "-n", "1").stdout)
     assert listed[0]["id"] == data["id"] and listed[0]["params"]["seed"] == 3
 
 
 def test_passages_are_dropped_to_fit_the_context_and_the_user_is_told(indexed):
     result = run("ask", "zebrafish?", *gen(), "--max-new-tokens", "700", "-k", "6", "--json")
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert 0 < len(data["sources"]) < 6
     assert any("left out to fit the model's context" in n for n in data["notes"])
 

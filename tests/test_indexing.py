@@ -71,7 +71,7 @@ def test_changed_deleted_and_removed_files(corpus, ragloop_home):
     (corpus / "config.md").unlink()
     out = run("index", str(corpus), "--prune").output
     assert counts(out)["updated"] == 1 and counts(out)["removed"] == 1
-    hits = json.loads(run("search", "vacation days", "--mode", "bm25", "--json").output)
+    hits = json.loads(run("search", "vacation days", "--mode", "bm25", "--json").stdout)
     assert "30 vacation days" in hits[0]["text"]
     run("remove", str(corpus / "sub"))
     paths = [r[0] for r in Workspace(ragloop_home).db.execute("select path from documents")]
@@ -98,13 +98,13 @@ def test_missing_path_is_one_line_error_and_nothing_written(tmp_path, ragloop_ho
 
 def test_search_modes_where_and_json(corpus):
     run("index", str(corpus), *emb())
-    out = run("search", "zebrafish installer", "--mode", "bm25").output
+    out = run("search", "releases page download", "--mode", "bm25").output
     assert re.match(r"1\. .*install\.md:\d+-\d+  score \d+\.\d{4}  \(Install > Windows\)", out)
-    hits = json.loads(run("search", "quokkas marsupials", "--json", "-k", "2").output)
+    hits = json.loads(run("search", "quokkas marsupials", "--json", "-k", "2").stdout)
     assert hits[0]["path"].endswith("deep.md") and len(hits) == 2
-    only = json.loads(run("search", "zebrafish", "--where", "path=*notes*", "--json").output)
+    only = json.loads(run("search", "zebrafish", "--where", "path=*notes*", "--json").stdout)
     assert only and all(h["path"].endswith("notes.txt") for h in only)
-    dense = json.loads(run("search", "anything", "--mode", "dense", "--json", "-k", "3").output)
+    dense = json.loads(run("search", "anything", "--mode", "dense", "--json", "-k", "3").stdout)
     assert len(dense) == 3
     bad = run("search", "x", "--where", "size>3", ok=False)
     assert bad.exit_code == 1 and "write --where path=GLOB" in bad.output
@@ -122,13 +122,12 @@ def test_crash_between_vector_save_and_commit_is_reconciled(corpus, ragloop_home
     def record_then_die(self):
         real_record(self)                 # the vector file is replaced on disk ...
         raise KeyboardInterrupt           # ... but the database transaction never commits
-    monkeypatch.setattr(vector_index.VectorIndex, "record", record_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(vector_index.VectorIndex, "record", record_then_die)
         ws = Workspace(ragloop_home)
         indexer = ingest.Indexer(ws)
         indexer.add_file((corpus / "config.md").resolve(), indexer.known())
         indexer.flush()
-    monkeypatch.undo()
     stale = run("search", "widgets", "--mode", "dense", ok=False)
     assert "out of step" in stale.output and "ragloop index --repair" in stale.output
     out = run("index", str(corpus)).output
@@ -147,10 +146,10 @@ def test_interrupt_between_batches_keeps_finished_batches(corpus, ragloop_home, 
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return real_encode(self, texts, progress)
-    monkeypatch.setattr(vector_index.VectorIndex, "encode", encode_then_interrupt)
-    result = run("index", str(corpus), *emb(), ok=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(vector_index.VectorIndex, "encode", encode_then_interrupt)
+        result = run("index", str(corpus), *emb(), ok=False)
     assert result.exit_code == 130
-    monkeypatch.undo()
     assert Workspace(ragloop_home).db["documents"].count == 2
     consistent(ragloop_home)
     out = run("index", str(corpus)).output
