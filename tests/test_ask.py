@@ -45,7 +45,7 @@ def test_ask_prints_answer_and_sources_and_logs_the_row(indexed, ragloop_home):
     assert row["question"] == "Where are zebrafish settings?"
     assert len(json.loads(row["chunk_ids_json"])) == 2
     assert "Question: Where are zebrafish settings?" in row["prompt"]
-    assert "[1] (" in row["prompt"] and row["answer"] == out.split("\n\nSources:")[0]
+    assert "\nSources:\n[1] " in row["prompt"] and row["answer"] == out.split("\n\nSources:")[0]
     params = json.loads(row["params_json"])
     assert params["max_new_tokens"] == 8 and params["temperature"] == 0.0
     assert json.loads(row["timings_json"])["generate_s"] > 0
