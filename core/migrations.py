@@ -55,3 +55,72 @@ def m004_create_asks(db):
         "timings_json": str, "index_version": int, "notes_json": str,
     }, pk="id")
     db["asks"].create_index(["created_at"])
+
+
+@core_migrations()
+def m005_create_ratings(db):
+    # Rows are never updated in place: a re-rating is a new comparison row.
+    db.executescript("""
+        CREATE TABLE questions (
+            id TEXT PRIMARY KEY,
+            text TEXT NOT NULL,
+            text_hash TEXT NOT NULL UNIQUE,        -- sha256 of the normalized text
+            origin TEXT NOT NULL,                  -- file | logs | typed | import
+            origin_ref TEXT,                       -- file path, ask id, ...
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE candidates (
+            id TEXT PRIMARY KEY,
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            text TEXT NOT NULL,
+            prompt TEXT NOT NULL,                  -- the exact prompt text the model saw
+            messages_json TEXT NOT NULL,           -- the chat messages behind that prompt
+            chunk_ids_json TEXT NOT NULL,
+            scores_json TEXT NOT NULL,
+            index_version INTEGER,
+            generator TEXT, model_id TEXT, adapter TEXT,
+            params_json TEXT NOT NULL,             -- temperature, max_new_tokens, k, mode, ...
+            seed INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX candidates_question ON candidates(question_id);
+        CREATE TABLE comparisons (
+            id TEXT PRIMARY KEY,
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            candidate_a TEXT NOT NULL REFERENCES candidates(id),
+            candidate_b TEXT NOT NULL REFERENCES candidates(id),
+            left_candidate TEXT NOT NULL REFERENCES candidates(id),   -- shown on the left
+            choice TEXT NOT NULL CHECK (choice IN ('a', 'b', 'tie', 'both-bad', 'skip')),
+            rater TEXT NOT NULL,                   -- plugin name: human, judge, ...
+            rater_id TEXT NOT NULL,                -- who: a person's id, or judge@version
+            session TEXT,
+            seconds REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX comparisons_question ON comparisons(question_id);
+        CREATE TABLE scores (
+            id TEXT PRIMARY KEY,
+            comparison_id TEXT REFERENCES comparisons(id),
+            candidate_id TEXT NOT NULL REFERENCES candidates(id),
+            score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+            rater TEXT NOT NULL, rater_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE passage_judgments (
+            id TEXT PRIMARY KEY,
+            comparison_id TEXT REFERENCES comparisons(id),
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            chunk_id INTEGER NOT NULL,             -- no FK: a re-index may drop the chunk
+            chunk_text TEXT NOT NULL,              -- kept, so the judgment outlives the chunk
+            relevant INTEGER NOT NULL CHECK (relevant IN (0, 1)),
+            rater TEXT NOT NULL, rater_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE comments (
+            id TEXT PRIMARY KEY,
+            comparison_id TEXT NOT NULL REFERENCES comparisons(id),
+            text TEXT NOT NULL,
+            rater_id TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+    """)
