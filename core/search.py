@@ -1,8 +1,9 @@
 """Search the workspace's chunks: dense (vectors), BM25 (SQLite FTS5), or both fused.
 
-Hybrid search takes a candidate list from each and fuses them, by reciprocal-rank fusion
-(the default; `bench/eval_retrieval.py` measured it against a weighted score fusion) or by
-a weighted sum of min-max normalized scores. An optional reranker plugin reorders the fused
+Hybrid search takes a candidate list from each and fuses them: by default a weighted sum
+(0.5/0.5) of min-max normalized scores, or by reciprocal-rank fusion. On
+examples/questions.jsonl (`bench/eval_retrieval.py`, 126 questions) MRR@10 was: weighted 0.5
+0.968, RRF 0.954, BM25 alone 0.925, dense alone 0.916. An optional reranker plugin reorders the fused
 candidates (off by default).
 """
 
@@ -19,7 +20,7 @@ from .errors import RagloopError
 from .vector_index import VectorIndex, embed_text
 
 MODES = ("hybrid", "dense", "bm25")
-FUSIONS = ("rrf", "weighted")
+FUSIONS = ("weighted", "rrf")
 RRF_K = 60
 
 
@@ -110,7 +111,7 @@ class Searcher:
         return [(int(r[0]), float(r[1])) for r in rows if _path_matches(r[2], glob)][:n]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", where=(),
-               fusion: str = "rrf", weight: float = 0.5, rerank: str | None = None,
+               fusion: str = "weighted", weight: float = 0.5, rerank: str | None = None,
                rerank_options=()) -> list[Hit]:
         if mode not in MODES:
             raise RagloopError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")

@@ -95,7 +95,7 @@ def remove(ws, paths):
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="dense = vectors, bm25 = keywords, hybrid = both fused.")
 @click.option("--where", multiple=True, metavar="path=GLOB", help="Only chunks of matching files.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
+@click.option("--fusion", type=click.Choice(FUSIONS), default="weighted", show_default=True,
               help="How hybrid mode fuses the two rankings.")
 @click.option("--rerank", metavar="NAME", help="Reranker plugin to reorder results (off by default).")
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE",
