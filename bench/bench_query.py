@@ -41,7 +41,7 @@ def build(n: int, rng) -> tuple[VectorIndex, np.ndarray]:
         doc = db["documents"].insert({"path": "/synthetic.txt", "content_hash": "x",
                                       "chunk_count": n}).last_pk
         words = rng.integers(0, len(vocab), (n, 30))
-        db.executemany("insert into chunks (document_id, seq, text, heading, start_line, end_line)"
+        db.conn.executemany("insert into chunks (document_id, seq, text, heading, start_line, end_line)"
                        " values (?, ?, ?, '', 1, 1)",
                        ((doc, i, " ".join(vocab[j] for j in row)) for i, row in enumerate(words)))
         ids = [r[0] for r in db.execute("select id from chunks order by id")]

@@ -98,6 +98,9 @@ class Indexer:
         self.filters = build_filters(filters, ws)
         self.loaders = loaders_by_extension(ws)
         self.report = IndexReport()
+        # Named explicitly, an embedder is checked against the index at once; otherwise only
+        # when something needs embedding, so an unchanged re-index never loads the model.
+        self._explicit_embedder = bool(embedder or embedder_options)
         self._batch: list[tuple[dict, list, int | None]] = []   # (doc row, chunks, old doc id)
         self._batch_chunks = 0
 
@@ -108,7 +111,8 @@ class Indexer:
         if repair:
             self.report.reconciled = self.index.rebuild(progress)
             return
-        self.index.check_embedder()
+        if self._explicit_embedder:
+            self.index.check_embedder()
         if self.index.problem():
             self.report.reconciled = self.index.reconcile(progress)
 

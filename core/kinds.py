@@ -89,7 +89,8 @@ class Embedder(Component):
         raise NotImplementedError
 
     def encode(self, texts: Sequence[str], progress=None):
-        """An (n, dimension) float32 numpy array; `progress(n_done)` may be called."""
+        """An (n, dimension) float32 numpy array, rows in input order. After each batch,
+        `progress(n)` is called with the number of texts just encoded (an increment)."""
         raise NotImplementedError
 
 
@@ -161,20 +162,63 @@ class Generator(Component):
         raise NotImplementedError
 
 
+CHOICES = ("a", "b", "tie", "both-bad")
+
+
 @dataclass
 class Comparison:
-    """Two candidate answers to one question, with the passages both were given."""
+    """Two candidate answers to one question, with the passages both were given.
+
+    `answer_a` is the answer shown first (on the left), `answer_b` the second; which model
+    or seed produced which is hidden from the rater (the order is random and recorded).
+    """
 
     question: str
     passages: list[str]
     answer_a: str
     answer_b: str
+    sources: list[str] = field(default_factory=list)   # "path:lines (heading)" per passage
+    cut_off: tuple[bool, bool] = (False, False)         # each answer hit the token limit
+    position: int = 1                  # this item's number in the session, for a counter
+    total: int | None = None           # items planned this session; None when open-ended
+    ask_scores: bool = False           # the user asked for a 1-5 score per answer
+    ask_passages: bool = False         # ... and for a relevant yes/no per passage
+
+
+@dataclass
+class Verdict:
+    """A rater's decision on a Comparison; a/b refer to answer_a/answer_b."""
+
+    choice: str | None                        # one of CHOICES, or None to skip the item
+    scores: tuple[int, int] | None = None     # 1-5 for answer_a and answer_b
+    relevant: list[bool] | None = None        # one per passage, in order
+    comment: str = ""
+
+
+class StopRating(Exception):
+    """Raised by a rater to end the session (the user quit, or input ended); the item in
+    hand is not stored, everything rated before it is. The message says why."""
 
 
 class Rater(Component):
-    """Decides between two answers: returns 'a', 'b', 'tie', 'both-bad' or None (skip)."""
+    """Decides between two answers.
 
-    def compare(self, item: Comparison) -> str | None:
+    `compare(item)` returns a Verdict, or just its choice: 'a', 'b', 'tie', 'both-bad', or
+    None to skip. `version` goes into the default rater id of automatic raters, so ratings
+    from a changed heuristic are told apart.
+    """
+
+    version: ClassVar[str] = ""
+
+    def default_rater_id(self) -> str:
+        """Who is rating, when the user gives no --rater-id."""
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+    def check(self) -> None:
+        """Raise RagloopError if this rater cannot work here (say, no terminal); called
+        before anything is generated or stored."""
+
+    def compare(self, item: Comparison) -> "Verdict | str | None":
         raise NotImplementedError
 
 

@@ -30,6 +30,8 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.cross_encoder",
     "ragloop.plugins.st_embedder",
     "ragloop.plugins.hf_generator",
+    "ragloop.plugins.human_rater",
+    "ragloop.plugins.judge_rater",
     "ragloop.stores.faiss_store",
 )
 

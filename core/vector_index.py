@@ -64,6 +64,7 @@ class VectorIndex:
         self.embedder = cls(build_config(cls.Config, self.embedder_options, self.embedder_name),
                             workspace=ws)
         self._store = None
+        self._rebuilding = False      # --repair: the current embedder replaces the recorded one
 
     @property
     def directory(self):
@@ -74,7 +75,10 @@ class VectorIndex:
         if self._store is None:
             cls = registry.get_store(self.store_name)
             config = build_config(cls.Config, self.store_options, self.store_name)
-            self._store = cls(config, self.directory, self.embedder.dimension, workspace=self.ws)
+            # The recorded dimension spares loading the embedder when nothing needs embedding.
+            dimension = (self.state["dimension"] if self.state and not self._rebuilding
+                         else self.embedder.dimension)
+            self._store = cls(config, self.directory, dimension, workspace=self.ws)
         return self._store
 
     @property
@@ -85,6 +89,8 @@ class VectorIndex:
         return self.db["chunks"].count
 
     def check_embedder(self) -> None:
+        if self._rebuilding:
+            return
         if self.state and self.state["embedder_id"] != self.embedder.id:
             raise RagloopError(
                 f"the index was built with embedder {self.state['embedder_id']}, not "
@@ -120,6 +126,7 @@ class VectorIndex:
         self._checked = True
 
     def encode(self, texts, progress=None):
+        self.check_embedder()
         return self.embedder.encode(list(texts), progress=progress)
 
     def record(self) -> None:
@@ -156,6 +163,7 @@ class VectorIndex:
 
     def rebuild(self, progress=None) -> dict:
         """Re-embed every chunk from its text in the database (`ragloop index --repair`)."""
+        self._rebuilding = True
         self._drop_store_file()
         ids = [row[0] for row in self.db.execute("select id from chunks order by id")]
         self._embed_rows(ids, progress)

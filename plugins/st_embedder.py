@@ -199,16 +199,14 @@ class SentenceTransformersEmbedder(Embedder):
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         size = self.config.batch_size
-        done = 0
         for start in range(0, len(order), size):
             idx = order[start:start + size]
             vectors = model.encode([texts[i] for i in idx], batch_size=size,
                                    convert_to_numpy=True, normalize_embeddings=True,
                                    show_progress_bar=False)
             out[idx] = vectors
-            done += len(idx)
             if progress is not None:
-                progress(done)
+                progress(len(idx))
         return out
 
 

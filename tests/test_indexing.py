@@ -185,3 +185,15 @@ def test_fusion_arithmetic():
     w = weighted([dense, bm25], 0.5)
     assert [i for i, _ in w] == [1, 3, 2]
     assert dict(w)[3] == pytest.approx(0.5)
+
+
+def test_reindex_of_unchanged_files_never_loads_the_model(corpus, ragloop_home):
+    import subprocess
+    import sys
+    run("index", str(corpus), *emb())
+    script = ("import sys; from ragloop.core.cli import cli\n"
+              "try:\n    cli(['index', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
+              "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", script, str(corpus)], capture_output=True,
+                         text=True, env={**__import__("os").environ}, timeout=120)
+    assert "4 unchanged" in out.stdout and out.stdout.strip().endswith("NO-TORCH"), out.stderr

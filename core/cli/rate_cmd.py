@@ -1,0 +1,133 @@
+"""`ragloop rate`: a rating session."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import click
+
+from .. import rating_questions
+from ..ask import DEFAULT_GENERATOR
+from ..errors import RagloopError
+from ..kinds import StopRating
+from ..rating import Session, Settings, load_rater
+from .app import cli, options_option, pass_workspace
+from .progress import stderr
+
+
+@cli.command()
+@click.option("--questions", "questions_file", metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="Questions, one per line or JSONL with a \"question\" field.")
+@click.option("--from-logs", is_flag=True, help="Rate the questions of logged asks.")
+@click.option("-n", "limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Rate at most N items this session.")
+@click.option("--rater", default="human", show_default=True,
+              help="Rater plugin: human, judge, or an installed one.")
+@click.option("--rater-id", metavar="ID", help="Who is rating; default: your user name for "
+              "human, judge@VERSION for the judge.")
+@click.option("--candidates", default="sample", show_default=True, metavar="KIND",
+              help="sample (two samples of the current model) or base-vs-adapter:NAME "
+                   "(the base model against that adapter, greedy).")
+@click.option("--scores", is_flag=True, help="Also score each answer from 1 to 5.")
+@click.option("--passages", is_flag=True, help="Also mark each passage relevant or not.")
+@click.option("-k", default=4, show_default=True, help="Passages to retrieve.")
+@click.option("--temperature", default=0.8, show_default=True,
+              help="Sampling temperature for --candidates sample.")
+@click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@options_option
+@pass_workspace
+@click.pass_context
+def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, scores,
+         passages, k, temperature, max_new_tokens, generator, options):
+    """Compare pairs of answers to build preference data.
+
+    For each question: retrieve passages, generate two answers, show them side by side in
+    random order, and store which is better. Each rating is saved the moment it is given;
+    run the same command again to continue where you stopped. Questions come from
+    --questions FILE, --from-logs, or are typed in. Keys: a, b, t (tie), n (both bad),
+    s (skip), e (expand passages), q (quit), ? (help).
+    """
+    if questions_file and from_logs:
+        raise RagloopError("give --questions FILE or --from-logs, not both")
+    settings = Settings(candidates, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
+                        scores=scores, passages=passages, generator=generator,
+                        generator_options=tuple(options))
+    rater_plugin = load_rater(rater, ws)
+    rater_plugin.check()
+    if questions_file:
+        questions = rating_questions.from_file(questions_file)
+    elif from_logs:
+        questions = rating_questions.from_logs(ws)
+    elif sys.stdin.isatty():
+        questions = None
+    else:
+        raise RagloopError("no questions: give --questions FILE or --from-logs (stdin is not "
+                           "a terminal to type them in)")
+    session = Session(ws, rater_plugin, rater, rater_id or rater_plugin.default_rater_id(),
+                      settings)
+    session.open()
+    if stderr.is_terminal:
+        session.status = lambda text: stderr.status(text, spinner="dots")
+
+    if questions is None:
+        total = limit
+        source = rating_questions.typed(_read_question, click.echo)
+        stderr.print(f"Rating as {session.rater_id}: type a question, Enter on an empty line "
+                     f"to stop.", highlight=False)
+    else:
+        done = session.done_hashes()
+        pending = [q for q in questions if q.hash not in done]
+        if not pending:
+            click.echo(f"All {len(questions)} questions are already rated by "
+                       f"{session.rater_id}; nothing to do.")
+            return
+        total = min(len(pending), limit or len(pending))
+        before = len(questions) - len(pending)
+        stderr.print(f"Rating {total} of {len(questions)} questions as {session.rater_id}"
+                     + (f" ({before} already rated)." if before else "."), highlight=False)
+        source = iter(pending)
+
+    rated: Counter = Counter()
+    try:
+        for question in source:
+            if limit and sum(rated.values()) >= limit:
+                break
+            if session.is_done(question):      # another session with this rater id got it
+                if questions is None:
+                    click.echo(f"Already rated by {session.rater_id}.")
+                continue
+            position = sum(rated.values()) + 1
+            outcome = session.rate(question, position, total)
+            rated[outcome.choice] += 1
+            click.echo(f"Saved {position}/{total or '?'}: {outcome.choice}  "
+                       f"{_short(question.text, 56)}")
+    except StopRating as stop:
+        _summary(rated, session, f"Stopped ({stop or 'quit'}): ", resume=True)
+        return
+    except KeyboardInterrupt:
+        _summary(rated, session, "\nInterrupted: ", resume=True)
+        ctx.exit(130)
+    _summary(rated, session, "", resume=bool(limit and questions and total < len(pending)))
+
+
+def _read_question() -> str | None:
+    try:
+        return input("Question (Enter to stop): ")
+    except EOFError:
+        return None
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _summary(rated: Counter, session: Session, prefix: str, resume: bool) -> None:
+    count = sum(rated.values())
+    parts = ", ".join(f"{choice} {n}" for choice, n in sorted(rated.items()))
+    stderr.print(f"{prefix}{count} rated this session as {session.rater_id}"
+                 + (f" ({parts})" if parts else "") + "; all saved."
+                 + (" Run the same command to continue." if resume else ""),
+                 highlight=False, soft_wrap=True)
