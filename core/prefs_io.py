@@ -32,11 +32,16 @@ def to_jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
 
 
+def _require_parent(out: Path) -> None:
+    if not out.parent.is_dir():
+        raise RagloopError(f"the folder {out.parent} does not exist; "
+                           f"create it or choose another --out")
+
+
 def write_jsonl(rows: list[dict], out: Path) -> None:
     if out.is_dir():
         raise RagloopError(f"{out} is a folder; give a file path with --out")
-    if not out.parent.is_dir():
-        raise RagloopError(f"the folder {out.parent} does not exist; create it or choose another --out")
+    _require_parent(out)
     atomic_write_bytes(out, to_jsonl(rows))
 
 
@@ -45,10 +50,10 @@ def _is_dataset_folder(path: Path) -> bool:
 
 
 def write_hf(rows: list[dict], out: Path) -> None:
-    if out.exists() and not (out.is_dir() and (_is_dataset_folder(out) or not any(out.iterdir()))):
+    replaceable = out.is_dir() and (_is_dataset_folder(out) or not any(out.iterdir()))
+    if out.exists() and not replaceable:
         raise RagloopError(f"{out} exists and is not a datasets folder; choose another --out")
-    if not out.parent.is_dir():
-        raise RagloopError(f"the folder {out.parent} does not exist; create it or choose another --out")
+    _require_parent(out)
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     disable_progress_bar()
@@ -129,8 +134,10 @@ def _problem(row, kind: str | None) -> str | None:
         if name == "label":
             if not isinstance(value, bool):
                 return "field 'label' must be true or false"
+        elif value is None:
+            return f"field {name!r} is missing"
         elif not isinstance(value, str):
-            return f"field {name!r} is missing" if value is None else f"field {name!r} must be text"
+            return f"field {name!r} must be text"
         elif not value.strip():
             return f"field {name!r} is empty"
     question = row.get("question")
