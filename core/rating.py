@@ -16,7 +16,7 @@ import json
 import random
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from . import registry
 from .ask import DEFAULT_GENERATOR, generate, load_generator, prepare, resolve_adapter
@@ -128,7 +128,11 @@ class Session:
                                load_generator(self.ws, s.generator, s.generator_options, adapter)]
             self.adapters = [None, adapter]
         for gen in self.generators:
-            gen.context_length                    # loads the model: fail now, not mid-session
+            # Loads the model, so a missing or broken one fails here, before any write.
+            if gen.context_length <= s.max_new_tokens:
+                raise RagloopError(f"--max-new-tokens {s.max_new_tokens} leaves no room for a "
+                                   f"prompt in the model's context of {gen.context_length} "
+                                   f"tokens; lower it")
         self.adapter_ids = [getattr(g, "adapter_id", None) or a
                             for g, a in zip(self.generators, self.adapters)]
         self.index_version = self.searcher.index.version
@@ -164,7 +168,7 @@ class Session:
     def rate(self, question: Question, position: int = 1, total: int | None = None) -> Outcome:
         """Generate (or reuse) two candidates, ask the rater, store the verdict. A
         StopRating or KeyboardInterrupt from the rater leaves this item unrated."""
-        with self.status(f"Generating two answers ({position}/{total or '?'})..."):
+        with self.status("Generating two answers..."):
             question_id, pair, hits = self._stored_pair(question) or self._generate(question)
         left = self._random.randrange(2)
         shown = [pair[left], pair[1 - left]]

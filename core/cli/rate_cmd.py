@@ -102,8 +102,8 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
             position = sum(rated.values()) + 1
             outcome = session.rate(question, position, total)
             rated[outcome.choice] += 1
-            click.echo(f"Saved {position}/{total or '?'}: {outcome.choice}  "
-                       f"{_short(question.text, 56)}")
+            counter = f"{position}/{total}" if total else f"{position}"
+            click.echo(f"Saved {counter}: {outcome.choice}  {_short(question.text, 56)}")
     except StopRating as stop:
         _summary(rated, session, f"Stopped ({stop or 'quit'}): ", resume=True)
         return
