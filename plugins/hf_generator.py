@@ -105,6 +105,11 @@ class TransformersGenerator(Generator):
         self._model_id = name
         return name, False
 
+    def checkpoint(self) -> str:
+        """The folder or hub id the weights load from (for the packaged model, the converted
+        checkpoint), for code that loads the model itself, such as training."""
+        return self._source()[0]
+
     def _adapter_folder(self) -> Path | None:
         name = self.config.adapter
         if not name:
