@@ -3,6 +3,11 @@
 Unchanged files (same content hash) are skipped before anything is loaded. Work is done in
 batches; each batch's chunk rows, vectors and index record are written together, so Ctrl-C
 between batches loses only the batch in flight and a re-run continues from there.
+
+With `--filter`, every changed file is loaded first and the chain runs over all of them
+at once (dedup must compare them with each other and with the documents already
+indexed); only what it keeps is chunked and embedded. A file it rejects is reported as
+skipped, and an older indexed version of that file is removed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import registry
+from . import filtering, registry
 from .config import build_config
 from .errors import RagloopError
 from .kinds import SkipFile
@@ -35,6 +40,7 @@ class IndexReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
     reconciled: dict | None = None
+    filters: dict | None = None          # the filter chain's report, when one ran
 
 
 def discover(paths, glob: str | None = None) -> list[Path]:
@@ -76,26 +82,68 @@ def loaders_by_extension(ws) -> dict[str, object]:
     return table
 
 
-def build_filters(names, ws):
-    chain = []
-    for name in names:
-        cls = registry.get_filter(name)
-        if "documents" not in cls.applies_to:
-            raise RagloopError(f"filter {name!r} does not apply to documents "
-                               f"(it applies to {', '.join(cls.applies_to)})")
-        chain.append(cls(workspace=ws))
-    return chain
+def indexed_documents(ws, exclude=(), loaders=None) -> list[dict]:
+    """Every indexed document as a filter record ({"path", "text", "metadata"}), in path
+    order, with the text the index holds: chunks laid at their offsets (overlaps once),
+    section titles put back where they start, since chunk texts leave heading lines out.
+
+    With `loaders` (extension -> loader), a file still on disk unchanged is read again
+    instead, so its text is exactly what a new file's would be when they are compared."""
+    exclude = set(exclude)
+    docs = {r[0]: r[1:] for r in ws.db.execute(
+        "select id, path, metadata_json, content_hash from documents order by path")
+        if r[1] not in exclude}
+    records = []
+    for doc_id, (path, meta, digest) in docs.items():
+        text = _reload(Path(path), digest, loaders) if loaders else None
+        if text is None:
+            text = _rebuild(ws.db.execute("select text, heading, start_char, end_char from chunks "
+                                          "where document_id = ? order by seq", [doc_id]))
+        records.append({"path": path, "text": text, "metadata": json.loads(meta or "{}")})
+    return records
+
+
+def _reload(path: Path, digest: str, loaders) -> str | None:
+    loader = loaders.get(path.suffix.lower())
+    try:
+        if loader is None or file_hash(path) != digest:
+            return None
+        return loader.load(path).text
+    except (OSError, SkipFile):
+        return None
+
+
+def _rebuild(chunks) -> str:
+    parts, end, path = [], 0, []
+    for text, heading, start, stop in chunks:
+        titles = heading.split(" > ") if heading else []
+        same = 0
+        while same < min(len(path), len(titles)) and path[same] == titles[same]:
+            same += 1
+        if titles[same:]:
+            parts.append(("\n" if parts else "") + "\n".join(titles[same:]) + "\n")
+            end = max(end, start)
+        elif parts and start > end:
+            parts.append("\n")
+        path = titles
+        parts.append(text[end - start:] if start < end else text)
+        end = max(end, stop)
+    return "".join(parts)
 
 
 class Indexer:
     def __init__(self, ws, *, chunker: str = DEFAULT_CHUNKER, chunker_options=(), filters=(),
-                 embedder=None, embedder_options=(), store=None, store_options=()):
+                 filter_options=(), embedder=None, embedder_options=(), store=None,
+                 store_options=()):
         self.ws = ws
         self.db = ws.db
         self.index = VectorIndex(ws, embedder, embedder_options, store, store_options)
         cls = registry.get_chunker(chunker)
         self.chunker = cls(build_config(cls.Config, chunker_options, chunker), workspace=ws)
-        self.filters = build_filters(filters, ws)
+        # Filters need every new document at once (dedup compares them), so with a chain
+        # the files are loaded first and chunked only after the chain has run, in flush().
+        self.filters = filtering.build_chain(ws, filters, "documents", filter_options)
+        self._pending: list[tuple] = []          # (path, digest, old, loader, document)
         self.loaders = loaders_by_extension(ws)
         self.report = IndexReport()
         # Named explicitly, an embedder is checked against the index at once; otherwise only
@@ -149,12 +197,13 @@ class Indexer:
         if not document.text.strip():
             self.report.skipped.append((key, "empty file"))
             return
-        for f in self.filters:
-            result = f.apply([{"path": key, "text": document.text, "metadata": document.metadata}])
-            if not result.kept:
-                self.report.skipped.append((key, f"filter {f.name}: {result.removed[0][1]}"))
-                return
-            document.text = result.kept[0]["text"]
+        if self.filters:
+            self._pending.append((path, digest, old, loader, document))
+            return
+        self._add_document(path, digest, old, loader, document, progress)
+
+    def _add_document(self, path: Path, digest, old, loader, document, progress=None) -> None:
+        key = str(path)
         chunks = self.chunker.chunk(document, self.index.embedder.count_tokens)
         stat = path.stat()
         row = {"path": key, "content_hash": digest, "size": stat.st_size, "mtime": stat.st_mtime,
@@ -168,6 +217,8 @@ class Indexer:
 
     def flush(self, progress=None) -> None:
         """Embed the batch, then write rows, vectors and the index record together."""
+        if self._pending:
+            self._run_filters(progress)
         if not self._batch:
             return
         texts = [embed_text(c.heading, c.text) for _, chunks, _ in self._batch for c in chunks]
@@ -197,6 +248,38 @@ class Indexer:
             self.index.record()
         self.report.chunks_embedded += len(texts)
         self._batch, self._batch_chunks = [], 0
+
+    def _run_filters(self, progress=None) -> None:
+        """Run the chain over the loaded files, then chunk and batch what it kept. Dedup
+        filters also see the indexed documents, except older versions of these files."""
+        pending, self._pending = self._pending, []
+        records = [{"path": str(p[0]), "text": p[4].text, "metadata": p[4].metadata}
+                   for p in pending]
+        new_paths = {r["path"] for r in records}
+        others = [p for (p,) in self.db.execute("select path from documents") if p not in new_paths]
+        context = ()
+        if others and any(getattr(f, "compares", False) for f in self.filters):
+            context = indexed_documents(self.ws, exclude=new_paths, loaders=self.loaders)
+        # Removing every new file is normal when they repeat indexed ones (a re-run keeps
+        # offering a skipped copy); it is an error only when the index would stay empty.
+        kept, chain = filtering.run_chain(self.filters, records, "documents", context=context,
+                                          allow_empty=bool(others))
+        self.report.filters = chain.to_dict()
+        self.report.warnings += [(f"filter {s.name}", n) for s in chain.steps for n in s.notes]
+        why = {r["path"]: f"filter {name}: {reason}" for r, name, reason in chain.removed}
+        kept_by_path = {r["path"]: r for r in kept}
+        stale = []
+        for path, digest, old, loader, document in pending:
+            record = kept_by_path.get(str(path))
+            if record is None:
+                self.report.skipped.append((str(path), why.get(str(path), "filtered out")))
+                if old:   # a changed file the chain now rejects must not stay as it was
+                    stale.append(str(path))
+                continue
+            document.text = record["text"]
+            self._add_document(path, digest, old, loader, document, progress)
+        if stale:
+            self.remove_documents(stale)
 
     def prune(self, roots, seen: set[str]) -> None:
         """Drop documents under `roots` whose files are gone."""

@@ -32,6 +32,11 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.hf_generator",
     "ragloop.plugins.human_rater",
     "ragloop.plugins.judge_rater",
+    "ragloop.plugins.filters_dedup",
+    "ragloop.plugins.filters_quality",
+    "ragloop.plugins.filters_pii",
+    "ragloop.plugins.filters_prefs",
+    "ragloop.plugins.filters_curriculum",
     "ragloop.stores.faiss_store",
 )
 

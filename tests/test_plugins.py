@@ -79,8 +79,9 @@ def test_plugins_all_includes_builtins(good):
 
 
 def test_plugins_hook_filter(good):
-    assert run("plugins", "--all", "--hook", "register_filters").output == (
-        "ragloop-good 0.1\n  hooks: register_filters\n")
+    output = run("plugins", "--all", "--hook", "register_filters").output
+    assert output.endswith("ragloop-good 0.1\n  hooks: register_filters\n")
+    assert "ragloop.plugins.filters_dedup 0.1.0 (built-in)" in output
     loaders = run("plugins", "--all", "--hook", "register_loaders").output
     assert "ragloop.plugins.text_loader" in loaders and "ragloop-good" not in loaders
 

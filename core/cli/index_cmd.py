@@ -32,6 +32,8 @@ def _summary(report) -> list[str]:
 @click.option("--glob", metavar="PATTERN", help="Only files whose name or relative path matches.")
 @click.option("--filter", "filters", multiple=True, metavar="NAME",
               help="Data filter to apply to documents first; repeatable, applied in order.")
+@click.option("--filter-option", "filter_options", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Option for a filter in the chain, repeatable: --filter-option near-dedup.threshold=0.9.")
 @click.option("--prune", is_flag=True, help="Drop documents whose files were deleted.")
 @click.option("--repair", is_flag=True, help="Re-embed every stored chunk into a fresh vector index.")
 @click.option("--chunker", default="tokens", show_default=True, help="Chunker plugin.")
@@ -41,7 +43,8 @@ def _summary(report) -> list[str]:
 @options_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_workspace
-def index(ws, paths, glob, filters, prune, repair, chunker, embedder, store, options, as_json):
+def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embedder, store,
+          options, as_json):
     """Index files and folders for search and ask.
 
     Unchanged files are skipped (content hash); changed files replace their chunks.
@@ -53,6 +56,7 @@ def index(ws, paths, glob, filters, prune, repair, chunker, embedder, store, opt
     opts = split_prefixed(options, PARTS)
     files = discover(paths, glob)
     indexer = Indexer(ws, chunker=chunker, chunker_options=opts["chunker"], filters=filters,
+                      filter_options=filter_options,
                       embedder=embedder, embedder_options=opts["embedder"], store=store,
                       store_options=opts["store"])
     try:

@@ -42,15 +42,23 @@ def stats(ws, as_json):
 @click.option("--rater", "rater_id", metavar="ID", help="Only this rater id's ratings.")
 @click.option("--out", type=click.Path(path_type=Path), help="File or folder to write "
               "(jsonl default: stdout; required with --format hf).")
+@click.option("--filter", "filter_names", multiple=True, metavar="NAME",
+              help="Data filter to apply to the rows; repeatable, applied in order "
+                   "(`ragloop filter` lists them).")
+@click.option("-o", "--filter-option", "options", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Filter option, repeatable, e.g. -o near-dedup.threshold=0.9.")
 @pass_workspace
-def export(ws, fmt, kind, min_agreement, rater_id, out):
+def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
     """Write the ratings as training rows.
 
     Only each rater's latest rating of an item counts; several raters on one item vote, and
-    a tied vote drops it. Ties, both-bad and skips are not pairs.
+    a tied vote drops it. Ties, both-bad and skips are not pairs. With --filter, the rows
+    pass through the filter chain first; if it removes them all, nothing is written.
     """
     if fmt == "hf" and out is None:
         raise RagloopError("--format hf writes a folder: give it with --out")
+    from ..filtering import build_chain, run_chain
+    chain = build_chain(ws, filter_names, kind, options)
     built = collect(ws, kind, rater_id, min_agreement)
     rows = built.rows
     noun = "pairs" if kind == "pairs" else f"{kind} rows"
@@ -61,6 +69,7 @@ def export(ws, fmt, kind, min_agreement, rater_id, out):
         if filters and collect(ws, kind).rows:
             raise RagloopError(f"no {noun} match {filters}; `ragloop prefs stats` lists raters")
         raise RagloopError(f"no {noun} yet; run `ragloop rate` first")
+    rows, report = run_chain(chain, rows, kind)
     from ..prefs_io import to_jsonl, write_hf, write_jsonl
     if out is None:
         click.echo(to_jsonl(rows).decode(), nl=False)
@@ -70,6 +79,8 @@ def export(ws, fmt, kind, min_agreement, rater_id, out):
         write_hf(rows, out)
     for reason, n in sorted(built.dropped.items()):
         click.echo(f"Note: {n} left out: {reason}.", err=True)
+    for note in report.notes():
+        click.echo(f"Note: {note}", err=True)
     where = f" to {out}" if out else ""
     click.echo(f"Exported {len(rows)} {noun}{where} (sha256 {dataset_hash(rows)[:12]}).",
                err=True)
