@@ -71,9 +71,16 @@ def dataset_hash(rows: list[dict]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def latest_votes(db) -> list[Vote]:
+EVAL_SESSION_PREFIX = "eval-"
+
+
+def latest_votes(db, include_eval: bool = False) -> list[Vote]:
     """Each rater id's latest non-skip vote per item, oldest first. Ties in created_at (one
-    millisecond, as in an import) fall back to rowid, which is insertion order."""
+    millisecond, as in an import) fall back to rowid, which is insertion order.
+
+    Comparisons made by `ragloop eval` (session "eval-...") are on held-out questions: they
+    count for statistics (include_eval=True) but never become training rows, or the next
+    evaluation would be measured on questions the adapter trained on."""
     latest = {}
     # An item's answers are ordered by when they were generated, so that "a" means the same
     # answer (say, the base model's) whichever way round a comparison stored them: kappa's
@@ -82,7 +89,8 @@ def latest_votes(db) -> list[Vote]:
                     "c.choice, c.rater, c.rater_id, ca.rowid < cb.rowid as a_first "
                     "from comparisons c join candidates ca on ca.id = c.candidate_a "
                     "join candidates cb on cb.id = c.candidate_b "
-                    "where c.choice != 'skip' order by c.created_at, c.rowid")
+                    "where c.choice != 'skip' and (? or coalesce(c.session, '') not like ?) "
+                    "order by c.created_at, c.rowid", [include_eval, EVAL_SESSION_PREFIX + "%"])
     for seq, r in enumerate(rows):
         a, b = r["candidate_a"], r["candidate_b"]
         if a == b:

@@ -26,7 +26,7 @@ def _finite(value) -> float | None:
 
 def compute_stats(ws) -> dict:
     db = ws.db
-    votes = latest_votes(db)
+    votes = latest_votes(db, include_eval=True)
     raters = {}
     for r in db.query("select rater, rater_id, count(*) as n, sum(choice = 'skip') as skips "
                       "from comparisons group by rater, rater_id order by rater, rater_id"):

@@ -387,3 +387,22 @@ def test_import_errors_for_missing_or_empty_files(ws, tmp_path):
     empty.write_text("\n")
     assert run("prefs", "import", str(empty), ok=False).stderr == \
         f"Error: {empty} holds no rows\n"
+
+
+def test_eval_comparisons_count_in_stats_but_never_become_training_rows(ragloop_home):
+    from ragloop.core.prefs import build_rows, latest_votes
+    from ragloop.core.workspace import Workspace
+    import tempfile, json as _json, pathlib
+    rows = [{"prompt": "P1", "chosen": "good one", "rejected": "bad one"},
+            {"prompt": "P2", "chosen": "fine", "rejected": "poor"}]
+    path = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
+    path.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    from click.testing import CliRunner
+    from ragloop.core.cli import cli
+    assert CliRunner().invoke(cli, ["prefs", "import", str(path)]).exit_code == 0
+    ws = Workspace(ragloop_home)
+    with ws.db.atomic():
+        ws.db.execute("update comparisons set session = 'eval-01TEST' where rowid = "
+                      "(select min(rowid) from comparisons)")
+    assert len(build_rows(ws, "pairs")) == 1
+    assert len(latest_votes(ws.db, include_eval=True)) == 2
