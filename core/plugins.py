@@ -37,6 +37,14 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.filters_pii",
     "ragloop.plugins.filters_prefs",
     "ragloop.plugins.filters_curriculum",
+    "ragloop.plugins.train_dpo",
+    "ragloop.plugins.train_kto",
+    "ragloop.plugins.train_orpo",
+    "ragloop.plugins.train_sft",
+    "ragloop.plugins.backend_local",
+    "ragloop.plugins.eval_retrieval",
+    "ragloop.plugins.eval_reward",
+    "ragloop.plugins.eval_winrate",
     "ragloop.stores.faiss_store",
 )
 

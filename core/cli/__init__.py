@@ -1,7 +1,10 @@
 """The `ragloop` command line. Each topic's commands live in their own module."""
 
 from .app import cli
-from . import ask_cmd, filter_cmd, index_cmd, info_cmd, plugins_cmd, prefs_cmd, rate_cmd  # noqa: F401  (they add commands)
+from . import (  # noqa: F401  (each adds its commands to `cli`)
+    adapters_cmd, ask_cmd, eval_cmd, filter_cmd, index_cmd, info_cmd, plugins_cmd, prefs_cmd,
+    rate_cmd, train_cmd,
+)
 
 
 def main() -> None:

@@ -1,0 +1,127 @@
+"""`ragloop adapters list | show | use | merge | export | rm`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..adapters import (check_base, export_adapter, get_adapter, list_adapters, merge_adapter,
+                        remove_adapter, require_lora, use_adapter)
+from ..errors import RagloopError
+from .app import cli, options_option, pass_workspace
+from .progress import stderr
+
+
+def _model(ws, options, meta: dict) -> tuple[str, str]:
+    """(checkpoint, model id) of the generator's model, as `ask` would load it; an adapter
+    for another base model is refused."""
+    from ..config import parse_pairs
+    from ..training import resolve_base
+    pairs = parse_pairs(options)
+    unknown = sorted(set(pairs) - {"model"})
+    if unknown:
+        raise RagloopError(f"unknown option {unknown[0]!r}; valid options: model")
+    if "model" not in pairs and meta.get("model"):
+        # Said without loading (or first converting) the default model.
+        raise RagloopError(f"adapter {meta['name']!r} was trained on {meta['model']}, not on "
+                           f"the default model; give -o model={meta['model']}")
+    checkpoint, model_id = resolve_base(ws, pairs.get("model"))
+    check_base(meta, model_id)
+    return checkpoint, model_id
+
+
+def _metric(meta: dict, key: str) -> str:
+    value = (meta.get("metrics") or {}).get(key)
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+
+
+@cli.group()
+def adapters():
+    """Trained adapters: list, inspect, choose the default, merge, export, remove."""
+
+
+@adapters.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Output JSON.")
+@pass_workspace
+def list_cmd(ws, as_json):
+    """Every adapter with its method, base model and final loss; * marks the default."""
+    found = list_adapters(ws)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    if not found:
+        click.echo("No adapters yet; train one with `ragloop train`.")
+        return
+    for m in found:
+        steps = (m.get("metrics") or {}).get("global_step", "-")
+        click.echo(f"{'*' if m['default'] else ' '} {m['name']}  {m.get('method', '?')}  "
+                   f"{m.get('kind', '?')}  base {m.get('base_model_id') or m.get('base_model')}  "
+                   f"steps {steps}  loss {_metric(m, 'final_loss')}  "
+                   f"{(m.get('created_at') or '')[:19]}")
+
+
+@adapters.command()
+@click.argument("name")
+@pass_workspace
+def show(ws, name):
+    """Everything recorded about an adapter (JSON): metrics, settings and lineage."""
+    click.echo(json.dumps(get_adapter(ws, name), indent=2, default=str))
+
+
+@adapters.command()
+@click.argument("name", required=False)
+@click.option("--none", "clear", is_flag=True, help="Go back to no adapter.")
+@options_option
+@pass_workspace
+def use(ws, name, clear, options):
+    """Make `ask` and `rate` use adapter NAME by default (checked against the base model,
+    which -o model=... can name)."""
+    if clear == bool(name):
+        raise RagloopError("give an adapter NAME, or --none to use none")
+    if clear:
+        use_adapter(ws, None)
+        click.echo("No default adapter; `ask` and `rate` use the base model.")
+        return
+    meta = get_adapter(ws, name)
+    require_lora(meta, "used by `ask`")          # before the base model is looked up
+    _model(ws, options, meta)
+    use_adapter(ws, name)
+    click.echo(f"`ask` and `rate` now use adapter {name!r} by default.")
+
+
+@adapters.command()
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="New folder for the merged model.")
+@options_option
+@pass_workspace
+def merge(ws, name, out, options):
+    """Write base model + adapter as one model folder (safetensors) that transformers loads
+    without PEFT; use it with -o model=DIR."""
+    meta = get_adapter(ws, name)
+    require_lora(meta, "merged")
+    checkpoint, model_id = _model(ws, options, meta)
+    with stderr.status(f"Merging {name}..."):
+        folder = merge_adapter(ws, name, out, checkpoint, model_id)
+    click.echo(f"Merged {name!r} into {folder}")
+
+
+@adapters.command()
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="New folder for the copy.")
+@pass_workspace
+def export(ws, name, out):
+    """Copy an adapter folder, with its record, e.g. to share it."""
+    click.echo(f"Exported {name!r} to {export_adapter(ws, name, out)}")
+
+
+@adapters.command()
+@click.argument("name")
+@pass_workspace
+def rm(ws, name):
+    """Delete an adapter (its run folder stays)."""
+    meta = remove_adapter(ws, name)
+    click.echo(f"Removed {name!r}" + ("; no default adapter now." if meta["default"] else "."))

@@ -1,0 +1,71 @@
+"""`ragloop eval`: evaluate an adapter against its base model, and the retrieval under it."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+
+import click
+
+from ..ask import DEFAULT_GENERATOR
+from ..evaluation import EvalSettings, prepare_eval, run_eval
+from ..evaluation_report import summary_line
+from .app import cli, options_option, pass_workspace
+from .progress import progress_bar, stderr
+
+
+@cli.command("eval")
+@click.option("--adapter", metavar="NAME", help="Adapter to evaluate (name or folder); "
+              "default: the one `ragloop adapters use` chose.")
+@click.option("--questions", "questions_file", metavar="FILE", help="Held-out questions for "
+              "the win rate, one per line or JSONL; default: rated questions not trained on.")
+@click.option("--rater", default="judge", show_default=True,
+              help="Rater for the win rate: judge, human, or an installed one.")
+@click.option("--rater-id", metavar="ID", help="Who is rating (default as for `ragloop rate`).")
+@click.option("--out", metavar="DIR", help="Report folder; default: <workspace>/runs/eval-<id>.")
+@click.option("--evaluators", metavar="A,B", help="Evaluators to run, comma-separated; "
+              "default: all (retrieval, reward, winrate, and installed ones).")
+@click.option("-n", "limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="At most N questions or pairs per evaluator; 0 for all.")
+@click.option("-k", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Passages per answer, and the k of recall@k.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Longest answer, in tokens.")
+@click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@options_option
+@pass_workspace
+def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, limit, k,
+                 max_new_tokens, generator, as_json, options):
+    """Evaluate an adapter and the retrieval; write a report.
+
+    Evaluators: retrieval (recall@k, MRR@10, nDCG@10 against your passage judgments),
+    reward (the adapter's implicit reward on held-out pairs) and winrate (adapter against
+    base on held-out questions, judged by --rater). Options go to an evaluator as
+    -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise (-o model=PATH).
+    """
+    names = tuple(n.strip() for n in (evaluators or "").split(",") if n.strip())
+    settings = EvalSettings(adapter, questions_file, rater, rater_id, out, names, limit, k,
+                            max_new_tokens, generator, tuple(options))
+    context = prepare_eval(ws, settings)
+    with ExitStack() as stack:
+        # A progress bar would draw over the human rater's screen.
+        if rater != "human" or "winrate" not in context.evaluators:
+            bar = stack.enter_context(progress_bar(quiet=as_json))
+
+            def track(description, total):
+                task = bar.add_task(description, total=total)
+                return lambda n=1: bar.advance(task, n)
+
+            context.progress = track
+        result = run_eval(context)
+    if as_json:
+        click.echo(json.dumps({**result.record, "report": str(result.folder / "report.md")},
+                              indent=2, default=str))
+        return
+    for name, r in result.results.items():
+        for note in r.get("notes", []):
+            stderr.print(f"Note ({name}): {note}", highlight=False, soft_wrap=True)
+    for name, evaluator in context.evaluators.items():
+        click.echo(summary_line(name, evaluator, result.results[name]))
+    click.echo(f"Report: {result.folder / 'report.md'}")

@@ -1,0 +1,201 @@
+"""`ragloop train`: a LoRA adapter (or, with --full, a whole model) from the ratings."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..errors import RagloopError
+from .app import cli, options_option, pass_workspace
+from .progress import stderr
+
+# Flags that are training settings (TrainSettings fields), by click parameter name.
+SETTINGS = {"max_steps": "max_steps", "epochs": "epochs", "lr": "learning_rate",
+            "batch_size": "batch_size", "grad_accum": "grad_accum", "lora_r": "lora_r",
+            "full": "full", "eval_split": "eval_split", "early_stopping": "early_stopping",
+            "seed": "seed", "save_steps": "save_steps"}
+
+
+class TrainingProgress:
+    """A rich bar on stderr (step/total, loss, reward margin, time left), fed job events."""
+
+    def __init__(self, method: str, quiet: bool = False):
+        self.progress = Progress(
+            TextColumn(f"Training {method}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=stderr,
+            disable=quiet or not stderr.is_terminal)
+        self.task = None
+
+    def start(self) -> None:
+        # Loading the model and scoring the rows with the base model can take a minute.
+        self.progress.start()
+        self.task = self.progress.add_task("", total=None, stats="preparing")
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if self.task is None:
+            return
+        if kind == "begin":
+            self.progress.update(self.task, total=event["max_steps"], completed=event["step"],
+                                 stats="")
+        elif kind == "step":
+            self.progress.update(self.task, completed=event["step"])
+        elif kind == "log" and "loss" in event["logs"]:
+            logs = event["logs"]
+            stats = f"loss {logs['loss']:.4f}"
+            if "rewards/margins" in logs:
+                stats += f"  margin {logs['rewards/margins']:+.3f}"
+            self.progress.update(self.task, stats=stats)
+        elif kind == "end":
+            self.stop()
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def _apply_config_file(ctx, path: str, params: dict) -> list[str]:
+    """Fill flags not given on the command line from a YAML mapping; other keys are method
+    options (-o on the command line wins). Returns those options as key=value pairs."""
+    import yaml
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RagloopError(f"cannot read --config {path} ({' '.join(str(exc).split())[:200]})")
+    if not isinstance(loaded, dict):
+        raise RagloopError(f"--config {path} must hold a mapping of option: value")
+    by_name = {p.name: p for p in ctx.command.params}
+    options = []
+    for key, value in loaded.items():
+        name = str(key).replace("-", "_")
+        if name in ("config", "resume", "as_json", "options"):
+            raise RagloopError(f"--config {path}: {key!r} cannot be set from a config file")
+        if name in by_name:
+            if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, None):
+                try:
+                    params[name] = by_name[name].type_cast_value(ctx, value)
+                except click.BadParameter as exc:
+                    raise RagloopError(f"--config {path}: {key}: {exc.message}") from None
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = str(value).lower()
+        options.append(f"{key}={value}")
+    return options
+
+
+def _parallel(ws, job, params) -> None:
+    """Attach --processes/--fsdp/--zero/--offload to the job and let the backend refuse
+    them before anything is written."""
+    from ..parallel import ParallelOptions, set_parallel_options
+    from ..registry import get_training_backend
+    opts = ParallelOptions(params.pop("processes"), params.pop("fsdp"),
+                           int(params["zero"]) if params["zero"] else None, params.pop("offload"))
+    params.pop("zero")
+    if job.backend == "local" and (opts.processes > 1 or opts.fsdp or opts.zero or opts.offload):
+        raise RagloopError("--processes, --fsdp, --zero and --offload need --backend accelerate "
+                           "or deepspeed")
+    set_parallel_options(job, opts)
+    check = getattr(get_training_backend(job.backend)(workspace=ws), "check", None)
+    if check is not None:
+        check(job)
+
+
+@cli.command()
+@click.option("--method", metavar="NAME", help="dpo, kto, orpo, sft or a plugin's; default: "
+              "from the data (pairs -> dpo, only good/bad answers -> kto).")
+@click.option("--backend", default="local", show_default=True, help="Training backend plugin.")
+@click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
+              help="Training processes (accelerate, deepspeed backends).")
+@click.option("--fsdp", is_flag=True, help="Shard the model with FSDP (accelerate backend).")
+@click.option("--zero", type=click.Choice(["2", "3"]), help="DeepSpeed ZeRO stage (deepspeed "
+              "backend; default 2).")
+@click.option("--offload", is_flag=True, help="ZeRO/FSDP: keep optimizer state and parameters "
+              "in CPU memory.")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (or use --epochs).")
+@click.option("--epochs", type=click.FloatRange(0, min_open=True), help="Passes over the data "
+              "(default 1).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate (default: "
+              "the method's, e.g. 5e-5 for dpo).")
+@click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True,
+              help="Batches per optimizer step.")
+@click.option("--lora-r", type=click.IntRange(1), default=8, show_default=True,
+              help="LoRA rank (alpha = 2r).")
+@click.option("--full", is_flag=True, help="Train every weight instead of a LoRA adapter.")
+@click.option("--eval-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Share of rows held out for evaluation.")
+@click.option("--early-stopping", type=click.IntRange(1), metavar="N", help="Stop after N "
+              "evaluations without a better held-out loss (implies --eval-split 0.1).")
+@options_option
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file of these options (flags given here win).")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[RUN]",
+              help="Continue an interrupted run (default: the latest) from its last checkpoint.")
+@click.option("--name", help="Adapter name (default: METHOD-DATE-TIME).")
+@click.option("--data", type=click.Path(path_type=Path), help="Train on this JSONL file or "
+              "datasets folder (the `prefs export` formats) instead of the ratings.")
+@click.option("--rater", "rater", metavar="ID", help="Only this rater id's ratings.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="X",
+              help="Only items where at least this share of raters agree.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--save-steps", type=click.IntRange(1), default=50, show_default=True,
+              help="Write a checkpoint every N steps.")
+@click.option("--model", help="Base model folder or hub id (default: the generator's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@pass_workspace
+def train(ws, ctx, config_file, options, resume, as_json, **params):
+    """Train an adapter on your ratings.
+
+    Builds training rows from the workspace's ratings (or --data), trains the method with
+    LoRA, and saves the adapter under the workspace's adapters/ with its lineage. The run
+    folder (runs/RUN) keeps the record, checkpoints and a loss curve.
+    """
+    from ..training import TrainSettings, prepare_resume, prepare_training, run_training
+    if config_file:
+        options = (*_apply_config_file(ctx, config_file, params), *options)
+    given = {k for k in params if ctx.get_parameter_source(k) not in
+             (ParameterSource.DEFAULT, None)}
+    settings = {SETTINGS[k]: params[k] for k in SETTINGS}
+    if resume:
+        if (options or params["data"] or params["rater"] or params["name"]
+                or params["min_agreement"] is not None):
+            raise RagloopError("--resume continues a run with its own rows, options and name; "
+                               "drop -o, --data, --rater, --min-agreement and --name")
+        job = prepare_resume(ws, resume, method=params["method"], model=params["model"],
+                             overrides={SETTINGS[k]: params[k] for k in given if k in SETTINGS})
+    else:
+        job = prepare_training(
+            ws, method=params["method"], backend=params["backend"], options=options,
+            settings=TrainSettings(**settings), data=params["data"], rater=params["rater"],
+            min_agreement=params["min_agreement"], name=params["name"], model=params["model"])
+    _parallel(ws, job, params)
+    for note in job.notes:
+        stderr.print(f"Note: {note}.")
+    bar = TrainingProgress(job.method, quiet=as_json)
+    started = time.perf_counter()
+    bar.start()
+    try:
+        result = run_training(ws, job, listeners=[bar])
+    finally:
+        bar.stop()
+    m = result.metrics
+    if as_json:
+        click.echo(json.dumps({"run_id": result.run_id, "run_dir": str(result.run_dir),
+                               "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
+                               "metrics": m}, indent=2, default=str))
+        return
+    steps = m.get("global_step") or 0
+    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
+            if m.get("final_loss") is not None else "no loss logged")
+    click.echo(f"Trained {job.method} adapter {result.adapter!r} in "
+               f"{time.perf_counter() - started:.0f}s ({steps} step{'s' * (steps != 1)}, {loss}).")
+    click.echo(f"Run folder: {result.run_dir}")
+    click.echo(f"Try: ragloop ask --adapter {result.adapter} \"...\"   or   "
+               f"ragloop adapters use {result.adapter}")
