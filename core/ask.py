@@ -43,7 +43,12 @@ def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str |
         if "adapter" not in getattr(cls.Config, "__dataclass_fields__", {}):
             raise RagloopError(f"generator {name!r} does not take adapters")
         overrides["adapter"] = adapter
-    return cls(build_config(cls.Config, options, name, **overrides), workspace=ws)
+    generator = cls(build_config(cls.Config, options, name, **overrides), workspace=ws)
+    if adapter:
+        from .adapters import check_base, read_metadata   # adapters imports this module
+        meta = {"name": Path(adapter).name, **read_metadata(Path(adapter))}
+        check_base(meta, generator.model_id)
+    return generator
 
 
 @dataclass

@@ -105,3 +105,22 @@ def test_training_onto_an_existing_name_is_refused(ws, tmp_path):
     data = write(tmp_path / "p.jsonl", "pairs")
     one_line_error(run("train", "--data", data, "--name", "tuned", *tiny(), ok=False),
                    "an adapter named 'tuned' exists")
+
+
+def test_ask_refuses_an_adapter_trained_on_another_base_model(tmp_path, ragloop_home):
+    import json as _json
+    from click.testing import CliRunner
+    from ragloop.core.cli import cli
+    from tiny_models import tiny_causal_lm, tiny_embedder
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# A\n\nThe zebrafish tool listens on port 8742.\n")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["index", str(docs), "-o", f"embedder.model={tiny_embedder()}"]).exit_code == 0
+    folder = ragloop_home / "adapters" / "other"
+    folder.mkdir(parents=True)
+    (folder / "ragloop-adapter.json").write_text(_json.dumps(
+        {"name": "other", "kind": "lora", "base_model_id": "some/other-model"}))
+    result = runner.invoke(cli, ["ask", "port?", "--adapter", "other", "-o", f"model={tiny_causal_lm()}"])
+    assert result.exit_code == 1
+    assert "adapter 'other' was trained on some/other-model, not on" in result.output
