@@ -9,6 +9,10 @@ import pytest
 # Belt and braces: even a test that undoes its monkeypatching must not reach the user's
 # real workspace (the default home is under the XDG data folder).
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragloop-tests-xdg-")
+# huggingface_hub reads these once, when first imported (often while tests are collected):
+# set here, a hub id fails at once instead of after a minute of connection retries.
+for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ[_name] = "1"
 
 
 @pytest.fixture(autouse=True)

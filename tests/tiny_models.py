@@ -89,8 +89,9 @@ def make_tiny_tokenizer(path) -> Path:
     return _finish(path)
 
 
-def make_tiny_causal_lm(path, seed: int = 0) -> Path:
-    """A 2-layer, 48-wide Llama with random weights, saved as safetensors with its tokenizer."""
+def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2) -> Path:
+    """A 2-layer, 48-wide Llama with random weights, saved as safetensors with its tokenizer
+    (`hidden`, a multiple of 4, and `layers` make a smaller student for distillation)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -100,7 +101,8 @@ def make_tiny_causal_lm(path, seed: int = 0) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id, tie_word_embeddings=True,

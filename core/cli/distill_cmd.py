@@ -1,0 +1,71 @@
+"""`ragloop distill`: train a student model from a teacher model or adapter."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .app import cli, options_option, pass_workspace
+from .progress import stderr
+from .train_cmd import TrainingProgress
+
+
+@cli.command()
+@click.option("--teacher", required=True, metavar="MODEL_OR_ADAPTER",
+              help="Teacher: a model folder or hub id, or an adapter name or folder.")
+@click.option("--student", required=True, metavar="MODEL", help="Student model folder or hub id.")
+@click.option("--method", default="logits", show_default=True,
+              help="logits (shared tokenizer), sequences, or a plugin's.")
+@click.option("--questions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Questions file (the `rate --questions` formats) instead of the logged ones.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path),
+              help="Use the prompts of this `prefs export` file (no retrieval).")
+@click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (default: 1 epoch).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), help="Learning rate.")
+@click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--full", is_flag=True, help="Train every student weight instead of LoRA.")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=128, show_default=True,
+              help="Longest teacher answer.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--name", help="Name of the result in adapters/ (default: METHOD-DATE-TIME).")
+@options_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_workspace
+def distill(ws, teacher, student, method, questions, data, max_steps, lr, batch_size, full,
+            max_new_tokens, seed, name, options, as_json):
+    """Distill a teacher into a student.
+
+    The teacher answers the workspace's questions with their retrieved passages (or
+    --questions, or the prompts of --data); the student learns its token distributions
+    (logits) or its answers (sequences). The result is registered in adapters/ with the
+    teacher, questions and run id as lineage.
+    """
+    from ..distillation import prepare_distillation, run_distillation
+    from ..training import TrainSettings
+    settings = TrainSettings(max_steps=max_steps, learning_rate=lr, batch_size=batch_size,
+                             full=full, seed=seed)
+    job = prepare_distillation(ws, teacher, student, method=method, questions=questions,
+                               data=data, settings=settings, name=name, options=options,
+                               max_new_tokens=max_new_tokens)
+    stderr.print(f"Teacher answering {len(job.prompts)} prompts ...")
+    bar = TrainingProgress(f"distill {method}", quiet=as_json)
+    started = time.perf_counter()
+    bar.start()
+    try:
+        result = run_distillation(ws, job, listeners=[bar])
+    finally:
+        bar.stop()
+    m = result.metrics
+    if as_json:
+        click.echo(json.dumps({"run_id": result.run_id, "run_dir": str(result.run_dir),
+                               "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
+                               "metrics": m}, indent=2, default=str))
+        return
+    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
+            if m.get("final_loss") is not None else "no loss logged")
+    click.echo(f"Distilled {teacher} into {student} as {result.adapter!r} in "
+               f"{time.perf_counter() - started:.0f}s ({loss}).")
+    click.echo(f"Run folder: {result.run_dir}")
