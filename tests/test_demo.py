@@ -1,0 +1,109 @@
+"""`ragloop demo`: the whole loop end to end with tiny models, where it works, re-runs, and
+(slow) once on the real packaged models."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ragloop.core.cli import cli
+from ragloop.core.demo import MARKER
+from tiny_models import tiny_causal_lm, tiny_embedder
+
+
+def demo(home, *args, ok=True):
+    result = CliRunner().invoke(cli, ["--home", str(home), "demo", *map(str, args)],
+                                catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def tiny():
+    return ["-o", f"embedder.model={tiny_embedder()}", "-o", f"generator.model={tiny_causal_lm()}"]
+
+
+def longer_wins():
+    """A one-off rater: the longer answer wins (the judge calls a tiny random model's
+    answers ties, which leaves no pairs to train on)."""
+    from ragloop.core.kinds import Rater, Verdict
+
+    class Longer(Rater):
+        name, description = "longer", "the longer answer wins"
+
+        def compare(self, item):
+            a, b = len(item.answer_a), len(item.answer_b)
+            return Verdict("tie" if a == b else "a" if a > b else "b")
+
+    return Longer
+
+
+@pytest.fixture
+def longer_rater():
+    from ragloop.core.hookspecs import hookimpl
+    from ragloop.core.plugins import load_plugins, pm
+
+    class Plugin:
+        @hookimpl
+        def register_raters(self, register):
+            register(longer_wins())
+
+    load_plugins()
+    pm.register(Plugin(), name="test-longer-rater")
+    yield
+    pm.unregister(name="test-longer-rater")
+
+
+def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater):
+    home = tmp_path / "ws"
+    out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 2, "--max-new-tokens", 12,
+               "--rater", "longer", *tiny()).output
+    assert f"Workspace   {home}" in out
+    assert re.search(r"Rated       6 questions by longer: .* -> (\d+) pairs", out)
+    assert re.search(r"Trained     demo-dpo \(2 DPO steps, loss \d\.\d{4} -> \d\.\d{4}\)", out)
+    assert "win rate vs base" in out and "retrieval: skipped" in out
+    assert f"--adapter demo-dpo" in out and "adapters use demo-dpo" in out
+    adapter = home / "adapters" / "demo-dpo"
+    assert (adapter / "adapter_model.safetensors").exists()
+    import sqlite3
+    db = sqlite3.connect(home / "ragloop.db")
+    raters = {r[0] for r in db.execute("select rater from comparisons")}
+    # 6 judge ratings of sampled pairs, then 2 base-vs-adapter verdicts of the win rate.
+    assert db.execute("select count(*) from comparisons").fetchone()[0] == 8 and raters == {"longer"}
+    report = Path(re.search(r"Report      (\S+)", out).group(1))
+    assert report.exists() and "winrate" in report.read_text()
+    # A second run starts afresh in the same folder: one adapter, the same counts.
+    out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 1, "--max-new-tokens", 4,
+               "--rater", "longer", *tiny()).output
+    assert [p.name for p in (home / "adapters").iterdir()] == ["demo-dpo"]
+    assert "Trained     demo-dpo (1 DPO steps" in out and (home / MARKER).exists()
+
+
+def test_demo_keeps_out_of_a_real_workspace(tmp_path):
+    home = tmp_path / "mine"
+    (home / "adapters" / "precious").mkdir(parents=True)
+    from ragloop.core.demo import demo_home
+    assert demo_home(home) == home / "demo"
+    (home / "demo").mkdir()
+    (home / "demo" / "notes.txt").write_text("mine")
+    result = demo(home, "--questions", 1, *tiny(), ok=False)
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert "--home NEW_FOLDER" in result.output
+    assert (home / "adapters" / "precious").exists() and (home / "demo" / "notes.txt").exists()
+
+
+def test_demo_options_must_name_their_part(tmp_path):
+    result = demo(tmp_path / "ws", "-o", "model=x", ok=False)
+    assert result.exit_code == 1 and "PART.key=value" in result.output
+    assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.slow
+def test_demo_on_the_real_default_models(tmp_path):
+    out = demo(tmp_path / "ws", "--questions", 4, "--held-out", 2, "--max-steps", 2,
+               "--max-new-tokens", 24).output
+    assert re.search(r"Trained     demo-dpo \(2 DPO steps", out)
+    assert (tmp_path / "ws" / "adapters" / "demo-dpo" / "adapter_model.safetensors").exists()
