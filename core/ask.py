@@ -36,13 +36,21 @@ def resolve_adapter(ws, name: str | None) -> str | None:
     raise RagloopError(f"no adapter named {name!r}; adapters: {', '.join(known) or 'none yet'}")
 
 
-def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str | None = None):
+def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str | None = None,
+                   compress: str | None = None):
+    """The generator plugin `name`, configured (nothing is loaded yet); `compress` names a
+    compressor that quantizes the model as it loads."""
     cls = registry.get_generator(name)
     overrides = {}
     if adapter:
         if "adapter" not in getattr(cls.Config, "__dataclass_fields__", {}):
             raise RagloopError(f"generator {name!r} does not take adapters")
         overrides["adapter"] = adapter
+    if compress:
+        registry.get_compressor(compress)      # an unknown name lists the valid ones, now
+        if "compress" not in getattr(cls.Config, "__dataclass_fields__", {}):
+            raise RagloopError(f"generator {name!r} does not take --compress")
+        overrides["compress"] = compress
     generator = cls(build_config(cls.Config, options, name, **overrides), workspace=ws)
     if adapter:
         from .adapters import check_base, read_metadata   # adapters imports this module

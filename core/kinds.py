@@ -261,9 +261,31 @@ class TrainingBackend(Component):
 
 
 class Compressor(Component):
-    """Quantizes or prunes a model."""
+    """Quantizes or prunes a model (a transformers causal LM, a `torch.nn.Module`).
 
-    def compress(self, model: Any) -> Any:
+    `kind` says what a saved folder holds. "prune": the changed weights themselves, which load
+    as an ordinary model. "quantize": the full-precision weights plus a recipe
+    (`ragloop-compress.json`), and loading applies `compress` again (about a second), so the
+    folder never holds a pickled tensor subclass and loads anywhere the weights do.
+    """
+
+    kind: ClassVar[str] = "quantize"          # or "prune"
+    # Tokens of sample text compress() wants, passed as `calibration=` (a LongTensor of
+    # windows, batch x tokens) to weigh weights by the activations they see; 0 for none.
+    calibration_tokens: ClassVar[int] = 0
+    summary: str = ""                         # one line on what compress() did, set by it
+
+    def check(self, device: str) -> None:
+        """Raise RagloopError if this method cannot run on `device` ("cpu", "cuda", ...) here;
+        called before any weights are loaded."""
+
+    def load_kwargs(self, device: str) -> dict:
+        """Extra `from_pretrained` arguments for methods that quantize while loading
+        (bitsandbytes); {} for methods that change an already loaded model."""
+        return {}
+
+    def compress(self, model: Any, calibration: Any = None) -> Any:
+        """Return the compressed model, which may be `model` changed in place."""
         raise NotImplementedError
 
 

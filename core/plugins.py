@@ -51,6 +51,9 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.eval_retrieval",
     "ragloop.plugins.eval_reward",
     "ragloop.plugins.eval_winrate",
+    "ragloop.plugins.compress_torchao",
+    "ragloop.plugins.compress_prune",
+    "ragloop.plugins.compress_bnb",
     "ragloop.stores.faiss_store",
 )
 

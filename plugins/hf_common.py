@@ -18,7 +18,10 @@ def quiet_transformers() -> None:
     import transformers
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    for name in ("sentence_transformers", "peft", "huggingface_hub"):
+    # peft imports torchao when it is installed, which logs its missing CUDA kernels and
+    # torch's deprecation notes about them: noise for anyone on a CPU.
+    for name in ("sentence_transformers", "peft", "huggingface_hub", "torchao",
+                 "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from huggingface_hub.utils import disable_progress_bars

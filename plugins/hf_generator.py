@@ -13,6 +13,7 @@ from typing import Iterator, Literal
 
 import click
 
+from ragloop.core.compression import for_loading
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Generator
@@ -43,6 +44,9 @@ class TransformersConfig:
         "help": f"Tokens of context to use; 0 = the model's own, at most {DEFAULT_CONTEXT_CAP}."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Run code shipped with the model (only for models you trust)."})
+    compress: str | None = field(default=None, metadata={
+        "help": "Quantize on load with this compressor, e.g. torchao-int8-dynamic "
+                "(`ragloop compress` lists them); a folder it wrote applies its own."})
 
     def __post_init__(self):
         if not self.model.strip():
@@ -70,6 +74,7 @@ class TransformersGenerator(Generator):
         self.dtype = None
         self.load_seconds: float | None = None
         self.last_generation: dict = {}
+        self.compressed: str | None = None      # summary of the compression applied on load
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -144,11 +149,16 @@ class TransformersGenerator(Generator):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         device, dtype = self._pick_device_dtype()
         trust = self.config.trust_remote_code
+        compressor = for_loading(self.config.compress, source if local else None,
+                                 self.workspace)
+        if compressor is not None:
+            compressor.check(device)
+        extra = compressor.load_kwargs(device) if compressor is not None else {}
         try:
             with library_warnings_hidden():
                 tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
                 model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
-                                                             trust_remote_code=trust)
+                                                             trust_remote_code=trust, **extra)
         except Exception as exc:
             if not local:
                 raise RagloopError(
@@ -160,7 +170,8 @@ class TransformersGenerator(Generator):
         if not tokenizer.chat_template:
             raise RagloopError(f"the model {self._model_id} has no chat template; use an "
                                f"instruct/chat model")
-        model.to(device)
+        if not extra:                         # quantized-on-load models are placed already
+            model.to(device)
         if adapter is not None:
             from peft import PeftModel
             try:
@@ -170,6 +181,11 @@ class TransformersGenerator(Generator):
                 raise RagloopError(f"cannot apply adapter {adapter} to {self._model_id} "
                                    f"({short_error(exc)}); was it trained on this model?") from None
         model.eval()
+        if compressor is not None:
+            if adapter is not None and not extra:   # quantize the merged weights, no side path
+                model = model.merge_and_unload()
+            model = compressor.compress(model)
+            self.compressed = f"{compressor.name}: {compressor.summary}"
         self._model, self._tokenizer = model, tokenizer
         self.adapter_path, self.device, self.dtype = adapter, device, dtype
         self.load_seconds = time.perf_counter() - started
@@ -290,6 +306,8 @@ class TransformersGenerator(Generator):
                 "seconds": round(seconds, 3), "first_piece_seconds": round(first or seconds, 3),
                 "tokens_per_second": round(len(new) / seconds, 2) if seconds > 0 else None,
             }
+            if self.compressed:
+                self.last_generation["compressed"] = self.compressed
 
 
 @hookimpl

@@ -20,6 +20,8 @@ from .progress import stderr
 @click.option("--adapter", metavar="NAME", help="LoRA adapter (name or folder); default: the "
               "one chosen with `ragloop adapters use`, else none.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--compress", metavar="METHOD", help="Quantize the model as it loads, e.g. "
+              "torchao-int8-dynamic (see docs/compression.md).")
 @click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
 @click.option("--temperature", default=0.0, show_default=True, help="0 = greedy; above 0 samples.")
 @click.option("--seed", type=int, default=None, help="Seed for sampling (recorded in the log).")
@@ -27,7 +29,7 @@ from .progress import stderr
 @options_option
 @click.option("--json", "as_json", is_flag=True, help="Output JSON (implies --no-stream).")
 @pass_workspace
-def ask(ws, question, k, mode, adapter, generator, max_new_tokens, temperature, seed,
+def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, temperature, seed,
         no_stream, options, as_json):
     """Answer a question from your documents, with citations.
 
@@ -39,7 +41,7 @@ def ask(ws, question, k, mode, adapter, generator, max_new_tokens, temperature, 
     adapter_path = resolve_adapter(ws, adapter)
     if temperature < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--temperature")
-    model = load_generator(ws, generator, options, adapter_path)
+    model = load_generator(ws, generator, options, adapter_path, compress)
     answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
                      searcher=searcher)
     for note in answer.prompt.notes:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import click
 
-from .. import rating_questions
+from .. import rating_questions, registry
 from ..ask import DEFAULT_GENERATOR
 from ..errors import RagloopError
 from ..kinds import StopRating
@@ -37,11 +37,13 @@ from .progress import stderr
               help="Sampling temperature for --candidates sample.")
 @click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--compress", metavar="METHOD", help="Quantize the model as it loads, e.g. "
+              "torchao-int8-dynamic (see docs/compression.md).")
 @options_option
 @pass_workspace
 @click.pass_context
 def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, scores,
-         passages, k, temperature, max_new_tokens, generator, options):
+         passages, k, temperature, max_new_tokens, generator, compress, options):
     """Compare pairs of answers to build preference data.
 
     For each question: retrieve passages, generate two answers, show them side by side in
@@ -52,6 +54,9 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     """
     if questions_file and from_logs:
         raise RagloopError("give --questions FILE or --from-logs, not both")
+    if compress:               # a generator option, so sessions record it with the others
+        registry.get_compressor(compress)
+        options = (*options, f"compress={compress}")
     settings = Settings(candidates, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                         scores=scores, passages=passages, generator=generator,
                         generator_options=tuple(options))
