@@ -195,3 +195,11 @@ def test_too_little_text_to_calibrate_is_one_line_and_writes_nothing(tmp_path):
         f"measured on, and {short} has 51 in all; give --eval-text FILE with more text, or "
         f"lower --eval-tokens")
     assert not (tmp_path / "p").exists()
+
+
+def test_eval_refuses_an_unknown_compress_method_before_loading_anything():
+    from click.testing import CliRunner
+    from ragloop.core.cli import cli
+    result = CliRunner().invoke(cli, ["eval", "--compress", "nope"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: unknown compressor 'nope'; available: ")

@@ -7,6 +7,7 @@ from contextlib import ExitStack
 
 import click
 
+from .. import registry
 from ..ask import DEFAULT_GENERATOR
 from ..evaluation import EvalSettings, prepare_eval, run_eval
 from ..evaluation_report import summary_line
@@ -32,11 +33,13 @@ from .progress import progress_bar, stderr
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
               help="Longest answer, in tokens.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--compress", metavar="METHOD", help="Quantize both models as they load, e.g. "
+              "torchao-int8-dynamic (see docs/compression.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @options_option
 @pass_workspace
 def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, limit, k,
-                 max_new_tokens, generator, as_json, options):
+                 max_new_tokens, generator, compress, as_json, options):
     """Evaluate an adapter and the retrieval; write a report.
 
     Evaluators: retrieval (recall@k, MRR@10, nDCG@10 against your passage judgments),
@@ -44,6 +47,9 @@ def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, 
     base on held-out questions, judged by --rater). Options go to an evaluator as
     -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise (-o model=PATH).
     """
+    if compress:               # a generator option, as in `rate`, so the report records it
+        registry.get_compressor(compress)
+        options = (*options, f"compress={compress}")
     names = tuple(n.strip() for n in (evaluators or "").split(",") if n.strip())
     settings = EvalSettings(adapter, questions_file, rater, rater_id, out, names, limit, k,
                             max_new_tokens, generator, tuple(options))
