@@ -175,8 +175,11 @@ def _free_name(ws, name: str | None, method: str) -> str:
 def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BACKEND,
                      options=(), settings: TrainSettings | None = None, data=None,
                      rater: str | None = None, min_agreement: float | None = None,
-                     name: str | None = None, model: str | None = None) -> TrainingJob:
-    """Check everything and choose the rows; writes nothing."""
+                     name: str | None = None, model: str | None = None, filters=(),
+                     filter_options=()) -> TrainingJob:
+    """Check everything and choose the rows; writes nothing. `filters` (names of filter
+    plugins, with `NAME.key=value` options) run over the rows before the held-out split, so
+    the dataset hash and lineage describe what is actually trained on."""
     settings = settings or TrainSettings()
     registry.get_training_backend(backend)
     cls = registry.get_training_method(method) if method else None
@@ -190,6 +193,11 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
         cls = registry.get_training_method(DEFAULT_METHOD[chosen.kind])
         config, _ = method_options(cls, options)
         chosen.notes.append(f"training {cls.name}: the data holds {NOUNS[chosen.kind]}")
+    if filters:
+        from .filtering import apply_chain
+        chosen.rows, report = apply_chain(ws, list(filters), chosen.rows, chosen.kind,
+                                          filter_options)
+        chosen.notes += report.notes()
     split(chosen, settings.eval_split, settings.seed)
     if settings.learning_rate is None:
         settings.learning_rate = getattr(cls, "default_learning_rate", DEFAULT_LEARNING_RATE)

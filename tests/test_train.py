@@ -267,3 +267,19 @@ def test_trainer_arguments_follow_the_settings_and_the_device(tmp_path):
     lora = lora_config(job)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (4, 8, 0.05)
     assert set(lora.target_modules) == {"q_proj", "k_proj"}
+
+
+def test_filters_run_over_the_rows_before_training_and_shape_the_lineage(tmp_path, ragloop_home):
+    pairs = rows("pairs", 4)
+    pairs.append(dict(pairs[0]))                         # an exact duplicate to drop
+    data = tmp_path / "dup.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    result = run("train", "--data", str(data), "--max-steps", "1", "-o", "max_length=64",
+                 *tiny(), "--name", "dedup", "--filter", "exact-dedup", "--json")
+    out = json.loads(result.stdout)
+    trained = (Path(out["run_dir"]) / "train.jsonl").read_text().splitlines()
+    assert len(trained) == 4
+    meta = json.loads((ragloop_home / "adapters" / "dedup" / "ragloop-adapter.json").read_text())
+    assert meta["dataset_hash"] == dataset_hash([json.loads(line) for line in trained])
+    bad = run("train", "--data", str(data), *tiny(), "--filter", "nope", ok=False)
+    one_line_error(bad, "unknown filter 'nope'")

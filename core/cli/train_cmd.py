@@ -143,6 +143,11 @@ def _parallel(ws, job, params) -> None:
 @click.option("--rater", "rater", metavar="ID", help="Only this rater id's ratings.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="X",
               help="Only items where at least this share of raters agree.")
+@click.option("--filter", "filters", multiple=True, metavar="NAME",
+              help="Data filter for the training rows, repeatable, applied in order before "
+                   "the held-out split (see docs/filters.md).")
+@click.option("--filter-option", "filter_options", multiple=True, metavar="NAME.KEY=VALUE",
+              help="Option for a filter in the chain, repeatable.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-steps", type=click.IntRange(1), default=50, show_default=True,
               help="Write a checkpoint every N steps.")
@@ -165,16 +170,17 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     settings = {SETTINGS[k]: params[k] for k in SETTINGS}
     if resume:
         if (options or params["data"] or params["rater"] or params["name"]
-                or params["min_agreement"] is not None):
+                or params["min_agreement"] is not None or params["filters"]):
             raise RagloopError("--resume continues a run with its own rows, options and name; "
-                               "drop -o, --data, --rater, --min-agreement and --name")
+                               "drop -o, --data, --rater, --min-agreement, --filter and --name")
         job = prepare_resume(ws, resume, method=params["method"], model=params["model"],
                              overrides={SETTINGS[k]: params[k] for k in given if k in SETTINGS})
     else:
         job = prepare_training(
             ws, method=params["method"], backend=params["backend"], options=options,
             settings=TrainSettings(**settings), data=params["data"], rater=params["rater"],
-            min_agreement=params["min_agreement"], name=params["name"], model=params["model"])
+            min_agreement=params["min_agreement"], name=params["name"], model=params["model"],
+            filters=params["filters"], filter_options=params["filter_options"])
     _parallel(ws, job, params)
     for note in job.notes:
         stderr.print(f"Note: {note}.")
