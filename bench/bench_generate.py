@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's)")
     parser.add_argument("--model", default=None, help="model folder (default: the packaged one)")
     parser.add_argument("--direct", action="store_true",
                         help="time model.generate on the main thread, not the streaming generator")
@@ -128,8 +129,9 @@ def main() -> None:
     elapsed = time.perf_counter() - started
     base = stats["float32"]
     base_rate = base["tokens"] / base["seconds"]
-    print(f"\n{len(messages)} prompts (mean {base['prompt_tokens'] / len(messages) / args.rounds:.0f}"
-          f" tokens) x {args.rounds} rounds, greedy, up to {args.max_new_tokens} new tokens; "
+    mean_prompt = base["prompt_tokens"] / len(messages) / args.rounds
+    print(f"\n{len(messages)} prompts (mean {mean_prompt:.0f} tokens) x {args.rounds} rounds, "
+          f"greedy, up to {args.max_new_tokens} new tokens; "
           f"{'model.generate on the main thread' if args.direct else 'streaming generator'}; "
           f"torch threads {torch.get_num_threads()}; load average {load_before[0]:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after; {elapsed:.0f} s")
@@ -140,6 +142,7 @@ def main() -> None:
         s = stats[label]
         rate = s["tokens"] / s["seconds"]
         decode = s["decode_tokens"] / s["decode_seconds"] if s["decode_seconds"] else 0.0
+        # --direct cannot split prompt from answer time: its decode column stays 0
         exact = sum(answers[label, i] == answers["float32", i] for i in range(len(messages)))
         prefix = sum(prefix_share(answers["float32", i], answers[label, i])
                      for i in range(len(messages))) / len(messages)

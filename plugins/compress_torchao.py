@@ -1,7 +1,8 @@
 """Quantization with torchao (PyTorch's own quantization library; `torch.ao.quantization` is
 deprecated): int8 weight-only, int8 dynamic activations with int8 weights, and int4
 weight-only, applied to every Linear layer except the output head (kept by default: it is
-tied to the embedding in small models, and quantizing it bought nothing measurable).
+tied to the embedding in small models, so quantizing it adds a second copy, and it gave no
+consistent speed-up when measured).
 
 torchao's eager CPU paths are written for torch.compile to fuse; run as they are, each
 quantized matmul pays more in Python dispatch and conversions than it saves (measured with
@@ -134,8 +135,8 @@ def _head_note(include_head: bool) -> str:
 @dataclass
 class Int8Config:
     include_lm_head: bool = field(default=False, metadata={
-        "help": "Quantize the output head too (off: it is tied to the embedding in small "
-                "models and quantizing it did not speed up generation)."})
+        "help": "Quantize the output head too (off: small models tie it to the embedding, "
+                "and quantizing it gave no consistent speed-up)."})
 
 
 @dataclass
@@ -168,7 +169,7 @@ class _Torchao(Compressor):
 
 class TorchaoInt8(_Torchao):
     name = "torchao-int8"
-    description = "torchao int8 weight-only: 4x smaller Linear weights; on CPU not faster."
+    description = "torchao int8 weight-only: a quarter of the weight memory; slower on CPU."
     Config = Int8Config
 
     def compress(self, model):

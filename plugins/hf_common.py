@@ -18,8 +18,8 @@ def quiet_transformers() -> None:
     import transformers
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    # peft imports torchao when it is installed, which logs its missing CUDA kernels and
-    # torch's deprecation notes about them: noise for anyone on a CPU.
+    # transformers' quantizer registry (and peft) import torchao when it is installed, which
+    # logs its missing CUDA kernels and torch's deprecation notes: noise for anyone on a CPU.
     for name in ("sentence_transformers", "peft", "huggingface_hub", "torchao",
                  "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
