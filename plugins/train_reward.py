@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
-from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, _bridge, _dataset, load_tokenizer,
-                                        training_args)
+from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, fit, load_tokenizer,
+                                        prepare_dataset, progress_callback, training_args)
 from ragloop.plugins.hf_common import library_warnings_hidden, quiet_transformers, short_error
 
 HEAD = "score"     # the classification head of transformers' *ForSequenceClassification
@@ -55,7 +55,6 @@ class Reward(TrlMethod):
         quiet_transformers()
         from datasets.utils.logging import disable_progress_bar
         from peft import LoraConfig
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
         from trl import RewardConfig, RewardTrainer
         disable_progress_bar()
         os.environ["TQDM_DISABLE"] = "1"
@@ -70,19 +69,13 @@ class Reward(TrlMethod):
         with library_warnings_hidden():
             try:
                 trainer = RewardTrainer(
-                    model=model, args=args, processing_class=tokenizer, callbacks=[_bridge(job)],
-                    train_dataset=_dataset(self, job.dataset, tokenizer),
-                    eval_dataset=_dataset(self, job.eval_dataset, tokenizer), peft_config=peft)
+                    model=model, args=args, processing_class=tokenizer, callbacks=[progress_callback(job)],
+                    train_dataset=prepare_dataset(self, job.dataset, tokenizer),
+                    eval_dataset=prepare_dataset(self, job.eval_dataset, tokenizer), peft_config=peft)
             except ValueError as exc:
                 raise RagloopError(f"reward: {short_error(exc, 300)}") from None
-            for quiet in (PrinterCallback, ProgressCallback):
-                trainer.remove_callback(quiet)
-            output = trainer.train(resume_from_checkpoint=job.resume_from)
-            trainer.save_model(str(job.save_dir))
-        (job.save_dir / "training_args.bin").unlink(missing_ok=True)
-        metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
-        metrics.update(global_step=trainer.state.global_step,
-                       steps_this_run=output.metrics.get("steps_this_run", trainer.state.global_step))
+            metrics = fit(trainer, job)
+        metrics.setdefault("steps_this_run", metrics["global_step"])
         if job.data.eval:
             scores = trainer.evaluate()
             metrics.update({k: v for k, v in scores.items() if k in ("eval_accuracy", "eval_loss",

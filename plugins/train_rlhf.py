@@ -17,8 +17,9 @@ from typing import Literal
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.plugins.hf_common import library_warnings_hidden, quiet_transformers, short_error
-from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, _bridge, _dataset, lora_config,
-                                        load_tokenizer, training_args)
+from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, fit, load_tokenizer,
+                                        lora_config, prepare_dataset, progress_callback,
+                                        training_args)
 
 NEED_REWARD = "train a reward model first: ragloop train --method reward"
 # TrainingArguments fields that RLOO/GRPO configs do not take, or that need held-out prompts.
@@ -103,7 +104,6 @@ class RLHF(TrlMethod):
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
         from transformers import AutoModelForCausalLM
-        from transformers.trainer_callback import PrinterCallback, ProgressCallback
         from ragloop.plugins.train_reward import load_reward_model
         disable_progress_bar()
         os.environ["TQDM_DISABLE"] = "1"
@@ -134,17 +134,12 @@ class RLHF(TrlMethod):
             model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
             try:
                 trainer = Trainer(model=model, reward_funcs=reward, args=Config(**args),
-                                  train_dataset=_dataset(self, Dataset.from_list(rows), tokenizer),
-                                  processing_class=tokenizer, callbacks=[_bridge(job)],
+                                  train_dataset=prepare_dataset(self, Dataset.from_list(rows), tokenizer),
+                                  processing_class=tokenizer, callbacks=[progress_callback(job)],
                                   peft_config=None if s.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"rlhf: {short_error(exc, 300)}") from None
-            for quiet in (PrinterCallback, ProgressCallback):
-                trainer.remove_callback(quiet)
-            output = trainer.train(resume_from_checkpoint=job.resume_from)
-            trainer.save_model(str(job.save_dir))
-        (job.save_dir / "training_args.bin").unlink(missing_ok=True)
-        metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
+            metrics = fit(trainer, job)
         rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
         if rewards:
             metrics.update(first_reward=rewards[0], final_reward=rewards[-1])

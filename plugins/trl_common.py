@@ -158,6 +158,21 @@ def prepare_dataset(method, rows_dataset, tokenizer):
                                        if r["prompt"].startswith(bos) else r["prompt"]})
 
 
+def fit(trainer, job) -> dict:
+    """Train (continuing from `job.resume_from`), save the result into `job.save_dir`, and
+    return the numeric metrics: the part every TRL-based method shares."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    for quiet in (PrinterCallback, ProgressCallback):    # ragloop draws its own progress
+        trainer.remove_callback(quiet)
+    output = trainer.train(resume_from_checkpoint=job.resume_from)
+    trainer.save_model(str(job.save_dir))
+    # The pickled TrainingArguments belong with checkpoints, not with an adapter.
+    (job.save_dir / "training_args.bin").unlink(missing_ok=True)
+    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
+    metrics.update(global_step=trainer.state.global_step)
+    return metrics
+
+
 def run(method: TrlMethod, job) -> dict:
     quiet_transformers()
     # peft imports torchao when it is installed, which logs its missing CUDA kernels.
@@ -166,7 +181,6 @@ def run(method: TrlMethod, job) -> dict:
     import torch
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     disable_progress_bar()
     old_tqdm = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"     # TRL's reference log-prob pass draws its own bar
@@ -187,28 +201,17 @@ def run(method: TrlMethod, job) -> dict:
                     peft_config=None if job.settings.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"{job.method}: {short_error(exc, 300)}") from None
-            for quiet in (PrinterCallback, ProgressCallback):
-                trainer.remove_callback(quiet)
             start = 0
             if job.resume_from:
                 state = Path(job.resume_from, "trainer_state.json").read_text(encoding="utf-8")
                 start = json.loads(state).get("global_step", 0)
-            output = trainer.train(resume_from_checkpoint=job.resume_from)
-            trainer.save_model(str(job.save_dir))
-            # The pickled TrainingArguments belong with checkpoints, not with an adapter.
-            (job.save_dir / "training_args.bin").unlink(missing_ok=True)
+            metrics = fit(trainer, job)
     finally:
         if old_tqdm is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = old_tqdm
-    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
-    metrics.update(global_step=trainer.state.global_step,
-                   steps_this_run=trainer.state.global_step - start)
+    metrics.update(steps_this_run=trainer.state.global_step - start)
     if trainer.state.best_metric is not None:
         metrics["best_eval_loss"] = trainer.state.best_metric
     return metrics
-
-
-# Earlier private names, kept for plugins that import them.
-_bridge, _dataset = progress_callback, prepare_dataset

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import click
 
 from .app import cli, options_option, pass_workspace
 from .progress import stderr
-from .train_cmd import TrainingProgress
+from .train_cmd import run_reported
 
 
 @cli.command()
@@ -51,21 +49,11 @@ def distill(ws, teacher, student, method, questions, data, max_steps, lr, batch_
                                data=data, settings=settings, name=name, options=options,
                                max_new_tokens=max_new_tokens)
     stderr.print(f"Teacher answering {len(job.prompts)} prompts ...")
-    bar = TrainingProgress(f"distill {method}", quiet=as_json)
-    started = time.perf_counter()
-    bar.start()
-    try:
-        result = run_distillation(ws, job, listeners=[bar])
-    finally:
-        bar.stop()
-    m = result.metrics
-    if as_json:
-        click.echo(json.dumps({"run_id": result.run_id, "run_dir": str(result.run_dir),
-                               "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
-                               "metrics": m}, indent=2, default=str))
+    done = run_reported(f"distill {method}",
+                        lambda bar: run_distillation(ws, job, listeners=[bar]), as_json)
+    if done is None:
         return
-    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
-            if m.get("final_loss") is not None else "no loss logged")
+    result, seconds, loss = done
     click.echo(f"Distilled {teacher} into {student} as {result.adapter!r} in "
-               f"{time.perf_counter() - started:.0f}s ({loss}).")
+               f"{seconds:.0f}s ({loss}).")
     click.echo(f"Run folder: {result.run_dir}")

@@ -106,6 +106,27 @@ def _parallel(ws, job, params) -> None:
         check(job)
 
 
+def run_reported(label: str, run, as_json: bool):
+    """Run `run(progress_bar)` (a training or distillation run) under a progress bar. With
+    --json print the result and return None; else return (result, seconds, loss summary)."""
+    bar = TrainingProgress(label, quiet=as_json)
+    started = time.perf_counter()
+    bar.start()
+    try:
+        result = run(bar)
+    finally:
+        bar.stop()
+    m = result.metrics
+    if as_json:
+        click.echo(json.dumps({"run_id": result.run_id, "run_dir": str(result.run_dir),
+                               "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
+                               "metrics": m}, indent=2, default=str))
+        return None
+    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
+            if m.get("final_loss") is not None else "no loss logged")
+    return result, time.perf_counter() - started, loss
+
+
 @cli.command()
 @click.option("--method", metavar="NAME", help="dpo, kto, orpo, sft or a plugin's; default: "
               "from the data (pairs -> dpo, only good/bad answers -> kto).")
@@ -184,24 +205,13 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     _parallel(ws, job, params)
     for note in job.notes:
         stderr.print(f"Note: {note}.")
-    bar = TrainingProgress(job.method, quiet=as_json)
-    started = time.perf_counter()
-    bar.start()
-    try:
-        result = run_training(ws, job, listeners=[bar])
-    finally:
-        bar.stop()
-    m = result.metrics
-    if as_json:
-        click.echo(json.dumps({"run_id": result.run_id, "run_dir": str(result.run_dir),
-                               "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
-                               "metrics": m}, indent=2, default=str))
+    done = run_reported(job.method, lambda bar: run_training(ws, job, listeners=[bar]), as_json)
+    if done is None:
         return
-    steps = m.get("global_step") or 0
-    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
-            if m.get("final_loss") is not None else "no loss logged")
+    result, seconds, loss = done
+    steps = result.metrics.get("global_step") or 0
     click.echo(f"Trained {job.method} adapter {result.adapter!r} in "
-               f"{time.perf_counter() - started:.0f}s ({steps} step{'s' * (steps != 1)}, {loss}).")
+               f"{seconds:.0f}s ({steps} step{'s' * (steps != 1)}, {loss}).")
     click.echo(f"Run folder: {result.run_dir}")
     click.echo(f"Try: ragloop ask --adapter {result.adapter} \"...\"   or   "
                f"ragloop adapters use {result.adapter}")
