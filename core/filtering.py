@@ -28,6 +28,7 @@ from pathlib import Path
 from . import registry
 from .config import build_config
 from .errors import RagloopError
+from .prefs_io import row_kind
 
 KINDS = ("documents", "pairs", "kto", "sft")
 # What "the text" of a record is, for dedup and redaction; ANSWERS is what it says, for
@@ -41,13 +42,7 @@ NOUNS = {"documents": ("document", "documents"), "pairs": ("pair", "pairs")}
 
 def record_kind(record: dict) -> str:
     """The shape of a record, told apart by its fields as `prefs import` does."""
-    if "chosen" in record or "rejected" in record:
-        return "pairs"
-    if "label" in record:
-        return "kto"
-    if "completion" in record:
-        return "sft"
-    return "documents"
+    return row_kind(record) or "documents"
 
 
 def joined(record: dict, fields=None) -> str:

@@ -109,7 +109,8 @@ def read_rows(path: Path) -> tuple[list[tuple[int, object]], str]:
     return rows, "line"
 
 
-def _kind_of(row: dict) -> str | None:
+def row_kind(row: dict) -> str | None:
+    """pairs, kto or sft, told apart by a row's fields; None for none of them."""
     if "chosen" in row or "rejected" in row:
         return "pairs"
     if "label" in row:
@@ -124,11 +125,11 @@ def _problem(row, kind: str | None) -> str | None:
         return str(row)
     if not isinstance(row, dict):
         return "not a JSON object"
-    if _kind_of(row) is None:
+    if row_kind(row) is None:
         return ("expected fields prompt/chosen/rejected (pairs), prompt/completion/label (kto) "
                 "or prompt/completion (sft)")
-    if _kind_of(row) != kind:
-        return f"a {_kind_of(row)} row in a {kind} file"
+    if row_kind(row) != kind:
+        return f"a {row_kind(row)} row in a {kind} file"
     for name in FIELDS[kind]:
         value = row.get(name)
         if name == "label":
@@ -153,7 +154,7 @@ def validate(rows, word: str, path: Path) -> str:
     if not rows:
         raise RagloopError(f"{path} holds no rows")
     first = rows[0][1]
-    kind = _kind_of(first) if isinstance(first, dict) else None
+    kind = row_kind(first) if isinstance(first, dict) else None
     bad = [(n, p) for n, row in rows if (p := _problem(row, kind))]
     if bad:
         more = f" ({len(bad)} bad {word}s in all)" if len(bad) > 1 else ""
