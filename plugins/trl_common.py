@@ -174,10 +174,8 @@ def fit(trainer, job) -> dict:
 
 
 def run(method: TrlMethod, job) -> dict:
-    quiet_transformers()
-    # peft imports torchao when it is installed, which logs its missing CUDA kernels.
-    for name in ("trl", "torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_transformers()                      # torchao and torch's notes about it included
+    logging.getLogger("trl").setLevel(logging.ERROR)
     import torch
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, EarlyStoppingCallback
