@@ -53,7 +53,7 @@ def build_pairs(n: int, home: Path) -> tuple[list[dict], str]:
     return pairs, gen.checkpoint()
 
 
-def child(mode: str, data: Path, model: str, steps: int, out: Path) -> None:
+def child(mode: str, data: Path, model: str, steps: int, out: Path, options: list[str]) -> None:
     import logging
     logging.disable(logging.WARNING)
     started = time.perf_counter()
@@ -61,7 +61,7 @@ def child(mode: str, data: Path, model: str, steps: int, out: Path) -> None:
         from ragloop.core.training import TrainSettings, prepare_training, run_training
         from ragloop.core.workspace import Workspace
         ws = Workspace(out / "ws")
-        job = prepare_training(ws, method="dpo", data=data, model=model, name="bench",
+        job = prepare_training(ws, method="dpo", data=data, model=model, name="bench", options=options,
                                settings=TrainSettings(max_steps=steps, batch_size=BATCH,
                                                       learning_rate=LR, lora_r=R, save_steps=10**6))
         result = run_training(ws, job)
@@ -109,13 +109,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--default-steps", type=int, default=2)
     parser.add_argument("--home", type=Path, help="workspace holding the converted model")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a `ragloop train -o` option for the ragloop run (repeatable)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
-        return child(a.child, a.data, a.model, a.steps, a.out)
+        return child(a.child, a.data, a.model, a.steps, a.out, a.option)
     import tempfile
     tmp = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
     pairs, model = build_pairs(a.pairs, a.home or tmp / "home")
@@ -131,7 +133,8 @@ def main() -> None:
         if steps < 1:
             continue
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--data", str(data),
-                               "--model", model, "--steps", str(steps), "--out", str(tmp / mode)],
+                               "--model", model, "--steps", str(steps), "--out", str(tmp / mode),
+                               *(f"-o{o}" for o in a.option)],
                               capture_output=True, text=True)
         if proc.returncode:
             sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")

@@ -18,6 +18,9 @@ class DPOOptions(TrlOptions):
     precompute_ref_log_probs: bool | None = field(default=None, metadata={
         "help": "Score every row with the base model once, before training, instead of at "
                 "each step (one forward less per step); none = on for CPU, off otherwise."})
+    share_prompts: bool = field(default=True, metadata={
+        "help": "Score a pair's chosen and rejected answers in one packed row, so the prompt "
+                "runs once instead of twice (same losses; off = TRL's own forward)."})
     truncation_mode: Literal["keep_start", "keep_end"] = field(default="keep_start", metadata={
         "help": "Which end of a too-long prompt + answer to keep."})
 
@@ -35,6 +38,9 @@ class DPO(TrlMethod):
 
     def trl_classes(self):
         from trl import DPOConfig, DPOTrainer
+        if self.config.share_prompts:
+            from ragloop.plugins.dpo_shared_prompt import trainer_class
+            return DPOConfig, trainer_class()
         return DPOConfig, DPOTrainer
 
     def method_args(self, job) -> dict:
