@@ -11,9 +11,8 @@ put together by core/prompt.make_messages as `ask` does.
     python bench/bench_generate.py [--methods torchao-int8 ...] [--prompts 6] [--rounds 2]
                                    [--max-new-tokens 48] [--threads N] [--model PATH] [--direct]
 
---direct times `model.generate` on the main thread instead of the generator's streaming path,
-which runs generate in a background thread: there `torch._int_mm` (oneDNN) costs 3-5x more
-per call than on the main thread (measured), which eats most of int8-dynamic's gain.
+--direct times a plain `model.generate` call instead of the generator's streaming path (which
+runs generate in a greenlet on this same thread: plugins/hf_stream.py says why).
 """
 
 from __future__ import annotations

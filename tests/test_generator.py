@@ -153,13 +153,34 @@ def test_seeded_sampling_is_reproducible_and_the_seed_is_recorded(tiny):
     assert sample(recorded) == unseeded                    # the recorded seed re-makes it
 
 
-def test_stopping_early_stops_the_generation_thread(tiny):
+def test_stopping_early_stops_the_generation(tiny):
     stream = tiny.generate(MESSAGES, max_new_tokens=900)
     next(stream)
     stream.close()
-    assert not [t for t in threading.enumerate() if t.name == "ragloop-generate"]
     assert tiny.last_generation["stop"] == "cancelled"
     assert tiny.last_generation["new_tokens"] < 900
+
+
+def test_generation_runs_on_the_callers_thread_and_keeps_its_torch_modes(tiny):
+    import torch
+    threads, model = set(), tiny.model
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        threads.add(threading.get_ident())
+        assert torch.is_inference_mode_enabled()
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    try:
+        before = threading.active_count()
+        modes = [(torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+                 for _ in tiny.generate(MESSAGES, max_new_tokens=12)]
+        assert threading.active_count() == before
+    finally:
+        del model.forward
+    assert threads == {threading.get_ident()}
+    assert len(modes) > 1 and set(modes) == {(True, False)}
 
 
 def test_an_error_in_the_generation_thread_reaches_the_caller():
@@ -262,3 +283,25 @@ def test_packaged_smollm2_is_converted_once_and_answers(smollm_home):
     assert second.context_length == 8192
     assert "1889" in answer
     assert second.last_generation["stop"] == "eos"
+
+
+def test_ctrl_c_inside_generate_reaches_the_caller_and_leaves_torch_as_it_was(tiny):
+    import torch
+    model, calls = tiny.model, []
+    forward = model.forward
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return forward(*args, **kwargs)
+
+    model.forward = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(tiny.generate(MESSAGES, max_new_tokens=30))
+    finally:
+        del model.forward
+    assert len(calls) == 3 and tiny.last_generation["stop"] == "error"
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    assert "".join(tiny.generate(MESSAGES, max_new_tokens=5))
