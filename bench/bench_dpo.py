@@ -8,22 +8,25 @@ answer, rejected = another question's answer. SmolLM2-135M (the converted checkp
 LoRA r=8 alpha=16 on q/v, batch 2, lr 5e-5, seed 42, one epoch when steps*2 == pairs.
 Each run is its own subprocess, back to back, so peak RSS (ru_maxrss) is per run:
 
-- ragloop:     core.training (fp32 on CPU, reference log-probs precomputed, ...)
+- ragloop:     core.training (fp32 on CPU, reference log-probs precomputed, each pair's
+               prompt run once for both answers: plugins/dpo_shared_prompt.py)
 - trl-fp32:    DPOConfig defaults with bf16=False
 - trl-default: DPOConfig defaults (bf16 autocast on: emulated on this CPU, so only
                --default-steps steps, ~90 s each)
 
-Model FLOPs (N parameters, T tokens of chosen + rejected sequences in a step): policy
-forward 2NT + activation backward 2NT (LoRA: no weight gradients for frozen weights) +
-reference forward 2NT = 6NT per step whether the reference pass runs per step or once up
-front over the same rows. MFU = 6NT summed over steps / wall seconds / 140 GFLOP/s.
+Model FLOPs (N parameters, T tokens the model runs in a step): policy forward 2NT +
+activation backward 2NT (LoRA: no weight gradients for frozen weights) + reference forward
+2NT = 6NT per step whether the reference pass runs per step or once up front over the same
+rows. TRL runs prompt + chosen and prompt + rejected (T counts the prompt twice); ragloop
+runs prompt + chosen + rejected (once). MFU = 6NT summed over steps / wall s / 140 GFLOP/s:
+the share of the machine each spends on the work it does, not a speed ratio. (Wall time, as
+the reference pass runs before the train loop when precomputed.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import resource
 import subprocess
 import sys
@@ -94,11 +97,13 @@ def child(mode: str, data: Path, model: str, steps: int, out: Path, options: lis
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def tokens_per_step(pairs: list[dict], model: str, steps: int) -> list[int]:
+def tokens_per_step(pairs: list[dict], model: str, steps: int, shared: bool) -> list[int]:
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model)
-    n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # noqa: E731 (+EOS)
-    per_row = [n(p["prompt"] + p["chosen"]) + n(p["prompt"] + p["rejected"]) for p in pairs]
+    n = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    # +1 per answer: the EOS token the trainers add
+    per_row = [n(p["prompt"]) * (1 if shared else 2) + n(p["chosen"]) + n(p["rejected"]) + 2
+               for p in pairs]
     # The trainers shuffle with seed 42; the token total of a full epoch does not depend on it.
     return [sum(per_row[(s * BATCH + i) % len(per_row)] for i in range(BATCH)) for s in range(steps)]
 
@@ -123,9 +128,6 @@ def main() -> None:
     pairs, model = build_pairs(a.pairs, a.home or tmp / "home")
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    from ragloop.plugins.hf_generator import TransformersConfig, TransformersGenerator  # noqa
-    from transformers import AutoConfig  # noqa: F401
-    import torch  # noqa: F401
     from transformers import AutoModelForCausalLM
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model).parameters())
     results = {}
@@ -139,13 +141,13 @@ def main() -> None:
         if proc.returncode:
             sys.exit(f"{mode} failed:\n{proc.stderr[-3000:]}")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        flops = sum(6 * n_params * t for t in tokens_per_step(pairs, model, steps))
-        r.update(samples_s=steps * BATCH / r["wall"], mfu=flops / r["wall"] / CEILING,
-                 mfu_train=flops / r["train_runtime"] / CEILING if r["train_runtime"] else None)
+        flops = sum(6 * n_params * t for t in tokens_per_step(
+            pairs, model, steps, mode == "ragloop" and "share_prompts=false" not in a.option))
+        r.update(samples_s=steps * BATCH / r["wall"], mfu=flops / r["wall"] / CEILING)
         results[mode] = r
         print(f"{mode:12s} {steps:3d} steps  wall {r['wall']:7.1f}s  train {r['train_runtime'] or 0:7.1f}s  "
               f"{r['samples_s']:.3f} samples/s  peak RSS {r['peak_rss_mb']:.0f} MB  "
-              f"MFU {r['mfu']:.1%} (train loop {r['mfu_train'] or 0:.1%})", flush=True)
+              f"MFU {r['mfu']:.1%}", flush=True)
     base = results["ragloop"]
     for other in ("trl-fp32", "trl-default"):
         if other in results:
