@@ -30,7 +30,7 @@ PARTS = ("embedder", "generator")
 @dataclass
 class DemoSettings:
     home: Path
-    questions: int = 8                  # training questions rated by the judge
+    questions: int = 12                 # training questions rated by the judge
     held_out: int = 4                   # questions for the win rate, never trained on
     max_steps: int = 10
     max_new_tokens: int = 48
@@ -40,6 +40,7 @@ class DemoSettings:
     corpus: Path = ROOT / "examples" / "corpus"
     questions_file: Path = ROOT / "examples" / "questions.jsonl"
     options: tuple[str, ...] = ()       # embedder.KEY=VALUE, generator.KEY=VALUE
+    eval_split: float = 0.25            # rated pairs kept from training for the reward check
 
     def __post_init__(self):
         for name in ("questions", "max_steps", "max_new_tokens", "k"):
@@ -47,6 +48,8 @@ class DemoSettings:
                 raise RagloopError(f"--{name.replace('_', '-')} must be at least 1")
         if self.held_out < 1:
             raise RagloopError("--held-out must be at least 1")
+        if not 0 <= self.eval_split < 1:
+            raise RagloopError(f"--eval-split must be at least 0 and below 1, not {self.eval_split}")
         for what, path in (("--corpus", self.corpus), ("--questions-file", self.questions_file)):
             if not Path(path).exists():
                 raise RagloopError(f"{what} {path} does not exist (the examples ship with the "
@@ -76,6 +79,7 @@ class DemoResult:
     held_out: int = 0
     verdicts: dict = field(default_factory=dict)
     pairs: int = 0
+    reward_pairs: int = 0               # of `pairs`, held out from training
     adapter: str = ""
     adapter_dir: Path | None = None
     run_dir: Path | None = None
@@ -186,10 +190,16 @@ def _model(s) -> str | None:
 
 def _train(ws, s, ui, result, train_qs, held_qs):
     from .training import TrainSettings, prepare_training, run_training
-    ui.phase(f"Training a DPO adapter on {result.pairs} pairs ({s.max_steps} steps)")
+    held = int(result.pairs * s.eval_split)
+    if held < 1 or held == result.pairs:     # too few pairs to spare any: train on them all
+        held = 0
+    result.reward_pairs = held
+    ui.phase(f"Training a DPO adapter on {result.pairs - held} pairs ({s.max_steps} steps)"
+             + (f", {held} held out for the reward check" if held else ""))
     job = prepare_training(ws, method="dpo", name="demo-dpo", model=_model(s),
                            settings=TrainSettings(max_steps=s.max_steps, batch_size=2,
-                                                  seed=s.seed, save_steps=max(s.max_steps, 50)))
+                                                  seed=s.seed, save_steps=max(s.max_steps, 50),
+                                                  eval_split=s.eval_split if held else 0.0))
     trained = run_training(ws, job, listeners=ui.training_listeners())
     result.adapter, result.adapter_dir, result.run_dir = (trained.adapter, trained.adapter_dir,
                                                           trained.run_dir)

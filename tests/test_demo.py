@@ -61,7 +61,11 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater):
     out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 2, "--max-new-tokens", 12,
                "--rater", "longer", *tiny()).output
     assert f"Workspace   {home}" in out
-    assert re.search(r"Rated       6 questions by longer: .* -> (\d+) pairs", out)
+    rated = re.search(r"Rated       6 questions by longer: .* -> (\d+) pairs \((\d+) held out\)", out)
+    pairs, held = map(int, rated.groups())
+    assert pairs >= 4 and held == int(pairs * 0.25) >= 1
+    # The pairs kept from training are the reward evaluator's held-out pairs.
+    assert re.search(rf"Eval        reward accuracy \d\.\d\d over {held} held-out pairs", out)
     assert re.search(r"Trained     demo-dpo \(2 DPO steps, loss \d\.\d{4} -> \d\.\d{4}\)", out)
     assert "win rate vs base" in out and "retrieval: skipped" in out
     assert f"--adapter demo-dpo" in out and "adapters use demo-dpo" in out

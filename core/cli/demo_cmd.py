@@ -52,7 +52,8 @@ def summary(r, seconds: float) -> str:
     lines = [f"Workspace   {r.home}",
              f"Indexed     {r.documents} documents, {r.chunks} chunks",
              f"Rated       {r.train_questions} questions by {r.rater}: "
-             + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) + f" -> {r.pairs} pairs",
+             + ", ".join(f"{k} {n}" for k, n in sorted(v.items())) + f" -> {r.pairs} pairs"
+             + (f" ({r.reward_pairs} held out)" if r.reward_pairs else ""),
              f"Trained     {r.adapter} ({t.get('global_step')} DPO steps, loss "
              f"{_fmt(t.get('first_loss'), '.4f')} -> {_fmt(t.get('final_loss'), '.4f')})"]
     for name, m in r.eval.items():
@@ -63,6 +64,9 @@ def summary(r, seconds: float) -> str:
                          f"[{m['ci_low']:.2f}, {m['ci_high']:.2f}] over {r.held_out} held-out "
                          f"questions (win {m.get('win', 0)}, tie {m.get('tie', 0)}, "
                          f"both-bad {m.get('both_bad', 0)}, loss {m.get('loss', 0)})")
+        elif name == "reward":
+            lines.append(f"Eval        reward accuracy {m['accuracy']:.2f} over {m['pairs']} "
+                         f"held-out pairs (mean margin {m['mean_margin']:+.4f})")
         else:
             lines.append(f"Eval        {name}: " + ", ".join(
                 f"{k} {_fmt(x) if isinstance(x, float) else x}" for k, x in m.items()))
@@ -78,12 +82,16 @@ def summary(r, seconds: float) -> str:
 
 
 @cli.command()
-@click.option("--questions", type=click.IntRange(1), default=8, show_default=True,
+@click.option("--questions", type=click.IntRange(1), default=12, show_default=True,
               help="Training questions to answer twice and rate with the judge.")
 @click.option("--held-out", type=click.IntRange(1), default=4, show_default=True,
               help="Other questions for the adapter-vs-base win rate.")
 @click.option("--max-steps", type=click.IntRange(1), default=10, show_default=True,
               help="DPO optimizer steps (batch 2).")
+@click.option("--eval-split", type=click.FloatRange(0, 1, max_open=True), default=0.25,
+              show_default=True,
+              help="Share of the rated pairs kept from training, to check the adapter's "
+                   "reward accuracy on (0: train on all).")
 @click.option("--max-new-tokens", type=click.IntRange(1), default=48, show_default=True,
               help="Longest answer, in tokens.")
 @click.option("-k", type=click.IntRange(1), default=2, show_default=True,
@@ -98,8 +106,8 @@ def summary(r, seconds: float) -> str:
 @click.option("--quiet", is_flag=True, help="No progress, only the summary.")
 @options_option
 @click.pass_context
-def demo(ctx, questions, held_out, max_steps, max_new_tokens, k, seed, rater, corpus, questions_file,
-         quiet, options):
+def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, seed, rater, corpus,
+         questions_file, quiet, options):
     """Run the whole loop on the example corpus, offline, in a fresh workspace.
 
     Indexes the corpus, answers training questions twice and has the judge rate the
@@ -120,7 +128,7 @@ def demo(ctx, questions, held_out, max_steps, max_new_tokens, k, seed, rater, co
     if rater == "human":
         raise RagloopError("the demo rates on its own; rate yourself afterwards with `ragloop rate`")
     settings = DemoSettings(Path(home), questions, held_out, max_steps, max_new_tokens, k, seed,
-                            rater, corpus, questions_file, tuple(options))
+                            rater, corpus, questions_file, tuple(options), eval_split)
     started = time.perf_counter()
     with progress_bar(quiet) as bars:
         result = run_demo(settings, BarsUI(bars, quiet))
