@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             events.flush()
         job.listeners.append(write)
     metrics = method.train(job)
+    from accelerate.state import PartialState
+    # What accelerate actually ran (MULTI_CPU, FSDP, DEEPSPEED, ...), for the run record.
+    metrics["distributed_type"] = PartialState().distributed_type.value
     if rank0:
         events.close()
         (run_dir / RESULT).write_text(json.dumps(metrics, default=str), encoding="utf-8")

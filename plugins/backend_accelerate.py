@@ -18,6 +18,11 @@ class AccelerateBackend(TrainingBackend):
         opts = parallel_options(job)
         if opts.zero is not None:
             raise RagloopError("--zero needs --backend deepspeed")
+        if opts.fsdp and job.device != "cuda":
+            # accelerate shards with FSDP only on accelerators; on CPU it would quietly run
+            # plain data parallel (MULTI_CPU) instead.
+            raise RagloopError("--fsdp needs CUDA GPUs (accelerate runs FSDP only there); "
+                               "drop --fsdp to train data-parallel over gloo on this CPU")
         check_processes(opts.processes, cuda_devices() if job.device == "cuda" else 0)
         accelerate_config(opts, job.device != "cuda")
 

@@ -52,7 +52,7 @@ def share_prompts(model) -> bool:
         pairs = None
         given = {k for k, v in kwargs.items() if v is not None}
         if fused_lm_head and not args and labels is not None and given <= _PLAIN_KWARGS \
-                and not kwargs.get("output_router_logits"):
+                and not kwargs.get("output_router_logits") and not _sharded_head(self):
             pairs = pair_layout(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
         if pairs is None:
             if fused_lm_head:
@@ -65,6 +65,11 @@ def share_prompts(model) -> bool:
     model._ragloop_shared_prompt = True
     model._ragloop_packed_calls = 0
     return True
+
+
+def _sharded_head(model) -> bool:
+    # A head FSDP left sharded (a DTensor) needs TRL's gathering; TRL's forward has it.
+    return type(model.get_output_embeddings().weight).__name__ == "DTensor"
 
 
 def pair_layout(input_ids, attention_mask, labels):

@@ -53,6 +53,13 @@ def test_deepspeed_without_cuda_stops_before_launching(tmp_path, ragloop_home):
     nothing_written(ragloop_home)
 
 
+def test_fsdp_without_cuda_stops_before_launching(tmp_path, ragloop_home):
+    # accelerate would run plain DDP instead (tested: its state says MULTI_CPU with --fsdp).
+    result = _train(tmp_path, "--backend", "accelerate", "--processes", "2", "--fsdp")
+    one_line_error(result, "--fsdp needs CUDA GPUs", "drop --fsdp")
+    nothing_written(ragloop_home)
+
+
 def test_more_processes_than_cores_is_refused(tmp_path, ragloop_home):
     result = _train(tmp_path, "--backend", "accelerate", "--processes", str(cores() + 1))
     one_line_error(result, f"more than this machine's {cores()} CPU cores")

@@ -34,6 +34,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, ragloop_ho
                                 "--processes", "2")
     print(f"1 process: {single} ({t1:.1f}s); 2 processes: {double} ({t2:.1f}s)")
     assert record["backend"] == "accelerate" and record["status"] == "succeeded"
+    assert record["metrics"]["distributed_type"] == "MULTI_CPU"
     assert len(single) == len(double) == STEPS
     assert all(math.isfinite(x) for x in double)
     assert single[-1] < single[0]                       # it did learn something
