@@ -27,6 +27,7 @@ from pathlib import Path
 from .ask import ADAPTER_SETTING
 from .errors import RagloopError
 from .ids import new_id
+from .quiet import quiet_library_logs
 from .workspace import utcnow
 
 METADATA = "ragloop-adapter.json"
@@ -180,12 +181,9 @@ def merge_adapter(ws, name: str, out: Path, checkpoint: str, model_id: str) -> P
     check_base(meta, model_id)
 
     def write(tmp: Path) -> None:
-        import logging
         import warnings
 
-        # peft imports torchao when it is installed, which logs its missing CUDA kernels.
-        for library in ("torchao", "torch.utils._pytree"):
-            logging.getLogger(library).setLevel(logging.ERROR)
+        quiet_library_logs()
 
         import torch
         import transformers

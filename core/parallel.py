@@ -7,7 +7,7 @@
     ds = deepspeed_config(stage, offload)    # validate_deepspeed_config(ds)
     metrics = launch(job, config)            # runs core.train_worker in each process
 
-A backend attaches its options to the job with `set_parallel_options(job, opts)` (the CLI's
+The CLI sets the job's `parallel` field with `set_parallel_options(job, opts)` (its
 --processes/--fsdp/--zero/--offload). The worker processes rebuild the job from the run
 folder (run.json and the rows), so nothing but paths crosses the process boundary, and
 they never open the workspace or its FAISS index: faiss and torch each bring their own
@@ -58,7 +58,7 @@ def set_parallel_options(job, options: ParallelOptions) -> None:
 
 
 def parallel_options(job) -> ParallelOptions:
-    return getattr(job, "parallel", None) or ParallelOptions()
+    return job.parallel or ParallelOptions()
 
 
 def cores() -> int:

@@ -86,6 +86,7 @@ class TrainingJob:
     precision: str                   # "fp32" or "bf16" (mixed)
     resume_from: str | None = None   # a checkpoint folder
     model: str | None = None         # the model asked for; None: the generator's default
+    parallel: Any = None             # core.parallel.ParallelOptions; None: one process
     listeners: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -15,20 +15,12 @@ the only input it is fast with. docs/compression.md has the numbers.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Compressor
-
-
-# transformers imports torchao on every model load once it is installed, and torchao then logs
-# that a CPU-only torch cannot load its CUDA kernels (torch adds a deprecation note about its
-# enums): noise on every `ask`. Silenced here, the module that brought torchao in.
-for _logger in ("torchao", "torch.utils._pytree"):
-    logging.getLogger(_logger).setLevel(logging.ERROR)
 
 
 def torchao():

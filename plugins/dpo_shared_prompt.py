@@ -51,8 +51,9 @@ def share_prompts(model) -> bool:
     def forward(self, *args, fused_lm_head=False, labels=None, **kwargs):
         pairs = None
         given = {k for k, v in kwargs.items() if v is not None}
-        if fused_lm_head and not args and labels is not None and given <= _PLAIN_KWARGS \
-                and not kwargs.get("output_router_logits") and not _sharded_head(self):
+        if fused_lm_head and not args and labels is not None and "input_ids" in given \
+                and given <= _PLAIN_KWARGS and not kwargs.get("output_router_logits") \
+                and not _sharded_head(self):
             pairs = pair_layout(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
         if pairs is None:
             if fused_lm_head:

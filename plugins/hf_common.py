@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from contextlib import contextmanager
+
+from ragloop.core.quiet import quiet_library_logs
 
 
 def short_error(exc: BaseException, limit: int = 200) -> str:
@@ -18,11 +19,7 @@ def quiet_transformers() -> None:
     import transformers
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    # transformers' quantizer registry (and peft) import torchao when it is installed, which
-    # logs its missing CUDA kernels and torch's deprecation notes: noise for anyone on a CPU.
-    for name in ("sentence_transformers", "peft", "huggingface_hub", "torchao",
-                 "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_library_logs("sentence_transformers", "peft", "huggingface_hub")
     try:
         from huggingface_hub.utils import disable_progress_bars
         disable_progress_bars()

@@ -116,12 +116,7 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
     demo's, else in its demo/ subfolder; each run starts afresh there, keeping only the
     converted model. Models: -o embedder.model=PATH -o generator.model=PATH.
     """
-    import logging
-
     from rich.panel import Panel
-    # peft imports torchao when it is installed, which logs its missing CUDA kernels.
-    for library in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(library).setLevel(logging.ERROR)
 
     from .progress import progress_bar
     home = ctx.obj.home if ctx.obj is not None else default_home()
