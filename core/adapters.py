@@ -81,6 +81,17 @@ def get_adapter(ws, name: str) -> dict:
     return meta
 
 
+def find_adapter(ws, name: str) -> dict:
+    """The record of an adapter named in the workspace or given as a folder; a bare name in
+    the workspace wins over a folder of that name here (`./NAME` means the folder). Else
+    get_adapter's error."""
+    path = Path(name).expanduser()
+    bare = Path(name).name == name and not name.startswith(".")
+    if (bare and (Path(ws.adapters_dir) / name).is_dir()) or not path.is_dir():
+        return get_adapter(ws, name)
+    return read_metadata(path.resolve())
+
+
 def check_base(meta: dict, model_id: str) -> None:
     """Refuse an adapter trained on another base model than `model_id`."""
     base = meta.get("base_model_id")

@@ -23,17 +23,9 @@ ADAPTER_SETTING = "default_adapter"
 def resolve_adapter(ws, name: str | None) -> str | None:
     """An adapter given by path, or by name in the workspace's adapters folder; with no name,
     the workspace default chosen by `ragloop adapters use`."""
+    from .adapters import find_adapter
     name = name or ws.get_setting(ADAPTER_SETTING)
-    if not name:
-        return None
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
-    folder = ws.adapters_dir / name
-    if folder.is_dir():
-        return str(folder)
-    known = sorted(p.name for p in ws.adapters_dir.iterdir() if p.is_dir()) \
-        if ws.adapters_dir.exists() else []
-    raise RagloopError(f"no adapter named {name!r}; adapters: {', '.join(known) or 'none yet'}")
+    return find_adapter(ws, name)["path"] if name else None
 
 
 def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str | None = None,

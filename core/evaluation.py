@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import registry
-from .adapters import check_base, get_adapter, read_metadata, require_lora
+from .adapters import check_base, require_lora
+from .adapters import find_adapter as adapter_record
 from .ask import ADAPTER_SETTING, DEFAULT_GENERATOR, load_generator
 from .config import build_config, parse_pairs
 from .errors import RagloopError
@@ -156,11 +157,7 @@ def find_adapter(ws, name: str | None) -> dict:
     if not name:
         raise RagloopError("no adapter to evaluate; train one with `ragloop train` or pass "
                            "--adapter")
-    path = Path(name).expanduser()
-    if (Path(ws.adapters_dir) / name).is_dir() or not path.is_dir():
-        meta = get_adapter(ws, name)               # a one-line error listing the adapters
-    else:
-        meta = read_metadata(path.resolve())
+    meta = adapter_record(ws, name)                # a one-line error listing the adapters
     require_lora(meta, "evaluated against its base model")
     return meta
 

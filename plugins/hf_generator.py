@@ -120,8 +120,9 @@ class TransformersGenerator(Generator):
         if not name:
             return None
         path = Path(name).expanduser()
-        if not path.is_dir() and self.workspace is not None:
-            path = Path(self.workspace.adapters_dir) / name
+        if self.workspace is not None:
+            from ragloop.core.adapters import find_adapter
+            path = Path(find_adapter(self.workspace, name)["path"])
         if not path.is_dir():
             raise RagloopError(f"adapter {name!r} is neither a folder nor a name in the "
                                f"workspace's adapters; pass an adapter folder")

@@ -121,9 +121,8 @@ class RewardScorer:
 
 def load_reward_model(ws, name: str, base_model: str | None = None) -> RewardScorer:
     """A `reward` adapter of the workspace (by name or folder), ready to score."""
-    from ragloop.core.adapters import get_adapter, read_metadata
-    path = Path(name).expanduser()
-    meta = read_metadata(path) if path.is_dir() else get_adapter(ws, name)
+    from ragloop.core.adapters import find_adapter
+    meta = find_adapter(ws, name)
     if meta.get("method") != "reward":
         raise RagloopError(f"adapter {meta['name']!r} is a {meta.get('method') or 'unknown'} "
                            f"adapter, not a reward model; train one with "

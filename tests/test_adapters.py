@@ -43,6 +43,18 @@ def test_list_and_show(ws):
     one_line_error(run("adapters", "show", "nope", ok=False), "no adapter named 'nope'", "tuned")
 
 
+def test_a_name_means_the_workspace_adapter_and_a_path_the_folder(ws, tmp_path, monkeypatch):
+    from ragloop.core.adapters import find_adapter
+    from ragloop.core.errors import RagloopError
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(ws.adapters_dir / "tuned", tmp_path / "tuned")
+    assert find_adapter(ws, "tuned")["path"] == str(ws.adapters_dir / "tuned")
+    assert find_adapter(ws, "./tuned")["path"] == str(tmp_path / "tuned")
+    assert find_adapter(ws, str(tmp_path / "tuned"))["path"] == str(tmp_path / "tuned")
+    with pytest.raises(RagloopError, match="no adapter named 'nope'; adapters: tuned"):
+        find_adapter(ws, "nope")
+
+
 def test_use_makes_ask_pick_the_adapter_and_none_clears_it(ws, indexed):  # noqa: F811
     run("adapters", "use", "tuned", *tiny())
     assert ws.get_setting(ADAPTER_SETTING) == "tuned"
