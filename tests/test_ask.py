@@ -4,21 +4,14 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 
-from ragloop.core.cli import cli
+from cli_helpers import run
 from ragloop.core.workspace import Workspace
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
            "Set max_widgets to limit how many widgets each flurble may hold. ")
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

@@ -5,23 +5,16 @@ import re
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 pytest.importorskip("torchao")
 
-from ragloop.core.cli import cli  # noqa: E402
+from cli_helpers import run  # noqa: E402
 from ragloop.core.compression import RECIPE  # noqa: E402
 from ragloop.core.workspace import Workspace  # noqa: E402
 from tiny_models import tiny_causal_lm, tiny_embedder  # noqa: E402
 
 NO_CUDA = "Error: bitsandbytes 4-bit/8-bit loading needs a CUDA GPU; this machine has none\n"
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

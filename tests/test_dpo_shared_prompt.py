@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run
 from ragloop.plugins import dpo_shared_prompt
 from ragloop.plugins.dpo_shared_prompt import pair_layout, share_prompts
-from test_train import render, run, tiny
+from test_train import render, tiny
 from tiny_models import tiny_causal_lm
 
 FIELDS = ("log_probs", "entropy", "mean_logits")

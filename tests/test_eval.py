@@ -6,10 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import run
 from ragloop.core.adapters import save_adapter
-from ragloop.core.cli import cli
 from ragloop.core.ids import new_id
 from ragloop.core.prefs import build_rows
 from ragloop.core.workspace import Workspace, utcnow
@@ -20,12 +19,6 @@ PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project
 QUESTIONS = [f"Where does zebrafish keep setting number {i}?" for i in range(6)]
 TRAINED = 3                      # the adapter trained on the pairs of the first 3 questions
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def gen():

@@ -4,26 +4,15 @@
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from ragloop.core.cli import cli
+from cli_helpers import emb, run
 from ragloop.core.workspace import Workspace
 from test_prefs import compare, item, score
-from tiny_models import tiny_embedder
 
 A = "# Tides\n\nThe moon pulls the sea toward it, which makes two high tides a day.\n"
 B = "# Bread\n\nKnead the dough, let it rise for an hour, then bake it until brown.\n"
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def emb():
-    return ["-o", f"embedder.model={tiny_embedder()}"]
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 
+from cli_helpers import emb, run
 from ragloop.core import ingest, vector_index
-from ragloop.core.cli import cli
 from ragloop.core.search import rrf, weighted
 from ragloop.core.workspace import Workspace
 from tiny_models import tiny_embedder
@@ -22,15 +21,6 @@ DOCS = {
 }
 
 
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
-
-
-def emb():
-    return ["-o", f"embedder.model={tiny_embedder()}"]
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
 
-from ragloop.core.cli import cli
+from cli_helpers import run
 from ragloop.core.ids import new_id
 from ragloop.core.prefs import build_rows, dataset_hash, question_hash
 from ragloop.core.workspace import Workspace, utcnow
@@ -18,12 +17,6 @@ CONTENT = {"pairs": ("prompt", "chosen", "rejected", "question"),
            "kto": ("prompt", "completion", "label", "question"),
            "sft": ("prompt", "completion", "question")}
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 # ---- helpers that write ratings the way the rating session does ----------------------------

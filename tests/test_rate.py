@@ -6,9 +6,8 @@ import re
 from contextlib import contextmanager
 
 import pytest
-from click.testing import CliRunner
 
-from ragloop.core.cli import cli
+from cli_helpers import run
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Rater, StopRating
 from ragloop.core.plugins import load_plugins, pm
@@ -22,12 +21,6 @@ QUESTIONS = ["Where are zebrafish settings?", "How many widgets may a flurble ho
 RATE_TABLES = ("questions", "candidates", "comparisons", "scores", "passage_judgments",
                "comments")
 
-
-def run(*args, ok=True, input=None):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False, input=input)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def gen(tokens="6"):

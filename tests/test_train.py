@@ -9,9 +9,8 @@ import math
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from ragloop.core.cli import cli
+from cli_helpers import run
 from ragloop.core.prefs import build_rows, dataset_hash
 from ragloop.core.training import TrainSettings, prepare_training
 from ragloop.core.workspace import Workspace
@@ -19,12 +18,6 @@ from tiny_models import tiny_causal_lm
 
 FAST = ["--max-steps", "2", "--lr", "1e-3", "-o", "max_length=64"]
 
-
-def run(*args, ok=True):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    if ok:
-        assert result.exit_code == 0, result.output
-    return result
 
 
 def tiny():
