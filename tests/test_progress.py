@@ -1,0 +1,58 @@
+"""Plain progress lines when stderr is not a terminal (logs, pipes, CI)."""
+
+import io
+import time
+
+from ragloop.core.cli import progress as progress_mod
+from ragloop.core.cli.progress import PlainProgress, progress_bar, status
+
+
+def test_plain_lines_for_start_moves_and_end():
+    out = io.StringIO()
+    with PlainProgress(interval=0, stream=out) as bar:
+        task = bar.add_task("Embedding", total=4)
+        bar.advance(task, 1)
+        bar.update(task, completed=4, stats="loss 0.5")
+        bar.advance(task, 1)                 # past the end: no more lines
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("Embedding: 0/4 (0%)")
+    assert lines[1].startswith("Embedding: 1/4 (25%), ~")          # an estimate of time left
+    assert lines[2].startswith("Embedding: 4/4 (100%), loss 0.5")
+    assert len(lines) == 3
+
+
+def test_lines_are_spaced_by_the_interval():
+    out = io.StringIO()
+    with PlainProgress(interval=3600, stream=out) as bar:
+        task = bar.add_task("Files", total=1000)
+        for _ in range(999):
+            bar.advance(task)
+        assert len(out.getvalue().splitlines()) == 1     # only the start
+        bar.advance(task)
+    assert out.getvalue().splitlines()[-1].startswith("Files: 1000/1000 (100%)")
+
+
+def test_heartbeat_while_nothing_moves():
+    out = io.StringIO()
+    with PlainProgress(interval=0.01, stream=out) as bar:
+        bar.add_task("Loading the model")
+        deadline = time.monotonic() + 60
+        while len(out.getvalue().splitlines()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("Loading the model: ") for line in lines)
+    assert lines[-1].endswith("elapsed")
+
+
+def test_not_a_terminal_gets_plain_lines(monkeypatch, capsys):
+    monkeypatch.setenv("RAGLOOP_PROGRESS_SECONDS", "0")
+    assert not progress_mod.stderr.is_terminal        # pytest captures stderr
+    with progress_bar() as bar:
+        task = bar.add_task("Rating", total=2)
+        bar.advance(task, 2)
+    with status("Loading the model..."):
+        pass
+    with progress_bar(quiet=True) as bar:
+        bar.add_task("Hidden", total=1)
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in err] == ["Rating", "Rating", "Loading the model"]
