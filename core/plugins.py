@@ -94,6 +94,23 @@ def allowed_distributions() -> set[str] | None:
     return {normalize(v.strip()) for v in value.split(",") if v.strip()}
 
 
+def allowlist_report() -> tuple[list[str], list[str], list[str]]:
+    """(installed third-party distributions, those RAGLOOP_LOAD_PLUGINS hides, entries of it
+    that name no installed distribution), so `ragloop plugins` can say why a plugin is
+    missing instead of calling it not installed."""
+    installed = {normalize(ep.dist.name if ep.dist else ep.name): ep.dist.name if ep.dist
+                 else ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    names = sorted(installed.values(), key=str.lower)
+    allowed = os.environ.get("RAGLOOP_LOAD_PLUGINS")
+    if allowed is None:
+        return names, [], []
+    entries = [v.strip() for v in allowed.split(",") if v.strip()]
+    wanted = {normalize(v) for v in entries}
+    hidden = [name for name in names if normalize(name) not in wanted]
+    unknown = [v for v in dict.fromkeys(entries) if normalize(v) not in installed]
+    return names, hidden, unknown
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

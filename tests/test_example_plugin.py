@@ -42,7 +42,10 @@ def test_listed_and_restricted_by_environment(site, tmp_path):
     assert LISTING in ragloop(site, "plugins", cwd=tmp_path).stdout
     assert ragloop(site, "plugins", cwd=tmp_path, load="ragloop-example-plugin").stdout == LISTING
     hidden = ragloop(site, "plugins", cwd=tmp_path, load="")
-    assert hidden.stdout == "No plugins installed (built-ins are shown with --all).\n"
+    assert hidden.stdout == (
+        "No plugins loaded (built-ins are shown with --all).\n1 installed plugin is hidden by "
+        "RAGLOOP_LOAD_PLUGINS: ragloop-example-plugin; add it to the list, or unset the "
+        "variable to load every installed plugin.\n")
     gone = ragloop(site, "example-filter", "x.jsonl", cwd=tmp_path, load="")
     assert gone.returncode == 1 and gone.stderr.startswith("Error: unknown command 'example-filter'")
 

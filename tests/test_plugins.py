@@ -54,8 +54,14 @@ def run(*args):
 @pytest.fixture
 def good(install_fake, monkeypatch):
     # Only the plugins a test installs: whatever else is in the environment stays out.
-    monkeypatch.setenv("RAGLOOP_LOAD_PLUGINS", "ragloop-good,ragloop-broken")
+    monkeypatch.setenv("RAGLOOP_LOAD_PLUGINS", "ragloop-good")
     install_fake("ragloop-good", "ragloop_good", GOOD)
+
+
+@pytest.fixture
+def allow_broken(good, monkeypatch):
+    """`good`, with ragloop-broken allowed too (the test installs it)."""
+    monkeypatch.setenv("RAGLOOP_LOAD_PLUGINS", "ragloop-good,ragloop-broken")
 
 
 def test_plugins_without_third_party(fresh_plugins, monkeypatch):
@@ -115,7 +121,7 @@ def test_load_plugins_env(install_fake, monkeypatch, allowed, shown):
 
 
 @pytest.mark.parametrize("case", BROKEN)
-def test_broken_plugin_warns_and_is_skipped(good, install_fake, case):
+def test_broken_plugin_warns_and_is_skipped(allow_broken, install_fake, case):
     source, warning = BROKEN[case]
     install_fake("ragloop-broken", "ragloop_broken", source)
     result = run("plugins", "--all")
@@ -128,7 +134,7 @@ def test_broken_plugin_warns_and_is_skipped(good, install_fake, case):
     pm.check_pending()
 
 
-def test_plugin_raising_while_registering(good, install_fake, capsys):
+def test_plugin_raising_while_registering(allow_broken, install_fake, capsys):
     install_fake("ragloop-broken", "ragloop_broken", (
         "from ragloop.core.hookspecs import hookimpl\n\n"
         "@hookimpl\ndef register_loaders(register):\n    raise RuntimeError('boom')\n"))
@@ -146,3 +152,47 @@ def test_load_plugins_is_idempotent_and_check_pending_passes(good):
     assert pm.list_name_plugin() == registered
     assert {name for name, _ in registered} >= {*DEFAULT_PLUGINS, "ragloop-good"}
     pm.check_pending()
+
+
+HIDDEN = ("{n} installed plugin{s} hidden by RAGLOOP_LOAD_PLUGINS: {names}; add {it} to the "
+          "list, or unset the variable to load every installed plugin.\n")
+
+
+def test_plugins_says_what_the_allowlist_hides_instead_of_none_installed(install_fake,
+                                                                         monkeypatch):
+    install_fake("ragloop-good", "ragloop_good", GOOD)
+    install_fake("ragloop-other", "ragloop_other", GOOD.replace("keep-all", "keep-other"))
+    monkeypatch.setenv("RAGLOOP_LOAD_PLUGINS", "")
+    result = run("plugins")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == "No plugins loaded (built-ins are shown with --all).\n" + HIDDEN.format(
+        n=2, s="s are", names="ragloop-good, ragloop-other", it="them")
+
+
+def test_plugins_counts_hidden_ones_beside_the_loaded_ones(good, install_fake):
+    install_fake("ragloop-other", "ragloop_other", GOOD.replace("keep-all", "keep-other"))
+    result = run("plugins")
+    assert (result.exit_code, result.stderr) == (0, "")
+    assert result.stdout == "ragloop-good 0.1\n  hooks: register_filters\n" + HIDDEN.format(
+        n=1, s=" is", names="ragloop-other", it="it")
+    as_json = run("plugins", "--json")        # stdout stays the list; the note goes to stderr
+    assert [p["name"] for p in json.loads(as_json.stdout)] == ["ragloop-good"]
+    assert as_json.stderr == HIDDEN.format(n=1, s=" is", names="ragloop-other", it="it")
+
+
+@pytest.mark.parametrize("allowed, warning", [
+    ("ragloop-good, ragloop-goood", "RAGLOOP_LOAD_PLUGINS names ragloop-goood, which is not "
+     "installed (installed: ragloop-good); fix the name, or install it with `ragloop install "
+     "ragloop-goood`"),
+    ("ragloop-nope,ragloop-good,ragloop-gone", "RAGLOOP_LOAD_PLUGINS names ragloop-nope, "
+     "ragloop-gone, which are not installed (installed: ragloop-good); fix the names, or "
+     "install them with `ragloop install NAME`"),
+])
+def test_plugins_flags_allowlist_names_that_match_nothing_installed(install_fake, monkeypatch,
+                                                                   allowed, warning):
+    install_fake("ragloop-good", "ragloop_good", GOOD)
+    monkeypatch.setenv("RAGLOOP_LOAD_PLUGINS", allowed)
+    result = run("plugins")
+    assert result.exit_code == 0
+    assert result.stdout == "ragloop-good 0.1\n  hooks: register_filters\n"
+    assert result.stderr == f"Warning: {warning}\n"

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import RagloopError
-from ..plugins import hook_names, plugin_infos
+from ..plugins import allowlist_report, hook_names, plugin_infos, warn
 from .app import cli
 
 
@@ -27,18 +27,47 @@ def plugins_command(show_all, hook, list_hooks, as_json):
     if hook and hook not in hook_names():
         raise RagloopError(f"unknown hook {hook!r}; hooks: {', '.join(hook_names())}")
     infos = [i for i in plugin_infos(include_builtin=show_all) if not hook or hook in i.hooks]
+    installed, hidden, unknown = allowlist_report()
+    if unknown:
+        _warn_unknown(unknown, installed)
+    note = _hidden_note(hidden)
     if as_json:
         click.echo(json.dumps([{"name": i.name, "version": i.version, "builtin": i.builtin,
                                 "hooks": i.hooks} for i in infos], indent=2))
+        if note:                       # stdout stays the JSON list scripts parse
+            click.echo(note, err=True)
         return
     if not infos:
         hint = "" if show_all else " (built-ins are shown with --all)"
-        click.echo(f"No plugins installed{hint}.")
-        return
+        # "installed" would be false when the allowlist hides an installed plugin.
+        click.echo(f"No plugins {'loaded' if hidden else 'installed'}{hint}.")
     for info in infos:
         tag = " (built-in)" if info.builtin else ""
         click.echo(f"{info.name} {info.version}{tag}")
         click.echo(f"  hooks: {', '.join(info.hooks) or '-'}")
+    if note:
+        click.echo(note)
+
+
+def _hidden_note(hidden: list[str]) -> str:
+    if not hidden:
+        return ""
+    one = len(hidden) == 1
+    return (f"{len(hidden)} installed plugin{'' if one else 's'} {'is' if one else 'are'} "
+            f"hidden by RAGLOOP_LOAD_PLUGINS: {', '.join(hidden)}; add {'it' if one else 'them'} "
+            f"to the list, or unset the variable to load every installed plugin.")
+
+
+def _warn_unknown(unknown: list[str], installed: list[str]) -> None:
+    """A misspelt allowlist entry silently loads nothing: name it, with what is installed."""
+    if len(unknown) == 1:
+        warn(f"RAGLOOP_LOAD_PLUGINS names {unknown[0]}, which is not installed (installed: "
+             f"{', '.join(installed) or 'none'}); fix the name, or install it with "
+             f"`ragloop install {unknown[0]}`")
+    else:
+        warn(f"RAGLOOP_LOAD_PLUGINS names {', '.join(unknown)}, which are not installed "
+             f"(installed: {', '.join(installed) or 'none'}); fix the names, or install them "
+             f"with `ragloop install NAME`")
 
 
 def _pip(*args: str) -> None:
