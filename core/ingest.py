@@ -12,10 +12,12 @@ skipped, and an older indexed version of that file is removed.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,32 +45,97 @@ class IndexReport:
     filters: dict | None = None          # the filter chain's report, when one ran
 
 
-def discover(paths, glob: str | None = None) -> list[Path]:
-    """Every file under `paths` (recursively, hidden ones skipped), optionally by glob."""
+def discover(paths, glob: str | None = None, skipped: list | None = None) -> list[Path]:
+    """Every file under `paths` (recursively, hidden ones skipped), optionally by glob.
+
+    The walk keeps its own stack, so no folder depth exhausts Python's recursion limit.
+    What cannot be indexed (a symlink loop, an unreadable folder) is left out with a reason
+    appended to `skipped` as (path, reason); symlinked folders are not followed. A path
+    given here that is not a regular file or folder (a FIFO, socket or device) is refused."""
     files = []
     for raw in paths:
         root = Path(raw).expanduser()
-        if not root.exists():
-            raise RagloopError(f"no such file or folder: {raw}")
-        if root.is_file():
+        mode = _stat_root(root, raw)
+        if stat.S_ISREG(mode):
             files.append(root.resolve())
             continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                path = Path(dirpath, name)
-                rel = path.relative_to(root).as_posix()
-                if glob and not (fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(name, glob)):
-                    continue
+        if not stat.S_ISDIR(mode):
+            raise RagloopError(f"{raw} is {_kind(mode)}, not a file or folder; only regular "
+                               f"files are indexed")
+        for path in _walk(root, skipped):
+            rel = path.relative_to(root).as_posix()
+            if glob and not (fnmatch.fnmatch(rel, glob) or fnmatch.fnmatch(path.name, glob)):
+                continue
+            try:
                 files.append(path.resolve())
+            except (RuntimeError, OSError) as exc:     # 3.11 raises RuntimeError on a loop
+                if skipped is not None:
+                    skipped.append((str(path), _resolve_problem(exc)))
     return sorted(set(files))
+
+
+def _stat_root(root: Path, raw) -> int:
+    try:
+        return root.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RagloopError(f"{raw} is a symlink loop; give a file or folder") from None
+        if isinstance(exc, FileNotFoundError):
+            raise RagloopError(f"no such file or folder: {raw}") from None
+        raise RagloopError(f"cannot read {raw} ({exc.strerror})") from None
+
+
+def _walk(root: Path, skipped):
+    """Non-folder entries under `root`, depth first, hidden names left out."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if skipped is not None:
+                skipped.append((str(folder), f"cannot read folder ({exc.strerror})"))
+            continue
+        folders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()           # follows symlinks, as os.walk does
+                real_dir = is_dir and entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = real_dir = False
+            if real_dir:
+                folders.append(Path(entry.path))
+            elif not is_dir:
+                yield Path(entry.path)
+        stack += reversed(folders)
+
+
+def _resolve_problem(exc) -> str:
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return "symlink loop"
+    return f"cannot resolve ({getattr(exc, 'strerror', None) or exc})"
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
 
 
 def file_hash(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    # O_NONBLOCK: a file swapped for a FIFO after it was checked must not hang the run
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -171,6 +238,11 @@ class Indexer:
     def add_file(self, path: Path, known: dict, progress=None) -> None:
         key = str(path)
         try:
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                # reading a FIFO would wait for a writer forever; only regular files are read
+                self.report.skipped.append((key, f"{_kind(mode)}, not a regular file"))
+                return
             digest = file_hash(path)
         except OSError as exc:
             self.report.skipped.append((key, f"cannot read ({exc.strerror})"))
@@ -205,8 +277,8 @@ class Indexer:
     def _add_document(self, path: Path, digest, old, loader, document, progress=None) -> None:
         key = str(path)
         chunks = self.chunker.chunk(document, self.index.embedder.count_tokens)
-        stat = path.stat()
-        row = {"path": key, "content_hash": digest, "size": stat.st_size, "mtime": stat.st_mtime,
+        info = path.stat()
+        row = {"path": key, "content_hash": digest, "size": info.st_size, "mtime": info.st_mtime,
                "loader": loader.name, "metadata_json": json.dumps(document.metadata, default=str),
                "warnings_json": json.dumps(document.warnings), "chunk_count": len(chunks),
                "indexed_at": utcnow()}

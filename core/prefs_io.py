@@ -94,6 +94,9 @@ def read_rows(path: Path) -> tuple[list[tuple[int, object]], str]:
         return list(enumerate(ds.to_list(), 1)), "row"
     if not path.exists():
         raise RagloopError(f"no such file: {path}")
+    if not path.is_file():      # a FIFO or device would block or never end
+        raise RagloopError(f"{path} is not a regular file (a FIFO, socket or device?); "
+                           f"give a JSONL file or a folder written by `prefs export --format hf`")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:

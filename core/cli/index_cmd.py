@@ -54,11 +54,13 @@ def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embe
     if not paths and not repair:
         raise click.UsageError("give files or folders to index, or --repair")
     opts = split_prefixed(options, PARTS)
-    files = discover(paths, glob)
+    left_out: list[tuple[str, str]] = []
+    files = discover(paths, glob, skipped=left_out)
     indexer = Indexer(ws, chunker=chunker, chunker_options=opts["chunker"], filters=filters,
                       filter_options=filter_options,
                       embedder=embedder, embedder_options=opts["embedder"], store=store,
                       store_options=opts["store"])
+    indexer.report.skipped += left_out
     try:
         with progress_bar(as_json) as progress:
             task = progress.add_task("Embedding", total=None)
