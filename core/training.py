@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from . import registry
-from .adapters import check_name
+from .adapters import check_name, read_metadata
 from .config import build_config, parse_pairs
 from .errors import RagloopError
 from .ids import new_id
 from .training_data import (DEFAULT_METHOD, NOUNS, TEXT_COLUMNS, TrainingData, select, split,
                             text_rows)
-from .training_runs import (TrainResult, find_run, last_checkpoint, read_record, read_rows,  # noqa: F401
-                            run_training)
+from .training_runs import (TrainResult, find_run, last_checkpoint, mark_killed,  # noqa: F401
+                            read_record, read_rows, run_training, still_running)
 
 DEFAULT_BACKEND = "local"
 DEFAULT_LEARNING_RATE = 5e-5     # LoRA-sized; a method may set `default_learning_rate`
@@ -87,6 +87,7 @@ class TrainingJob:
     resume_from: str | None = None   # a checkpoint folder
     model: str | None = None         # the model asked for; None: the generator's default
     parallel: Any = None             # core.parallel.ParallelOptions; None: one process
+    adapter_saved: bool = False      # resumed run whose adapter was saved: finish the record
     listeners: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -222,8 +223,11 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
     """A job that continues an interrupted run from its latest checkpoint, with the run's
     own rows, settings and options. A different method, base model or setting is refused."""
     run_dir = find_run(ws, run)
-    record = read_record(run_dir)
+    record = mark_killed(run_dir)
     rid = record["id"]
+    if still_running(record):
+        raise RagloopError(f"run {rid} is still running (process {record['process']['pid']}); "
+                           f"wait for it, or stop it, before --resume")
     if record.get("status") == "succeeded":
         raise RagloopError(f"run {rid} already finished (adapter {record['adapter']['name']!r}); "
                            f"start a new run instead of --resume")
@@ -239,10 +243,15 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
         if record["settings"].get(key) != value:
             raise RagloopError(f"run {rid} was started with {key}={record['settings'].get(key)}, "
                                f"not {value}; --resume keeps a run's settings")
+    name = record["name"]
+    saved = Path(ws.adapters_dir) / name
+    if saved.exists() and read_metadata(saved).get("run_id") != rid:
+        raise RagloopError(f"an adapter named {name!r} exists now; remove it to resume run {rid}")
     checkpoint = last_checkpoint(run_dir / "checkpoints")
-    if checkpoint is None:
-        raise RagloopError(f"run {rid} has no checkpoint yet (one is written every --save-steps "
-                           f"steps); start a new run")
+    if checkpoint is None and not saved.exists():
+        how = "was killed" if record.get("status") == "killed" else "stopped"
+        raise RagloopError(f"run {rid} {how} before its first checkpoint (one is written every "
+                           f"--save-steps steps); start a new run")
     cls = registry.get_training_method(record["method"])
     try:
         config = cls.Config(**record["options"])
@@ -253,14 +262,16 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
     data = TrainingData(lineage["kind"], [], lineage["source"])
     data.train, data.eval = read_rows(run_dir / "train.jsonl"), read_rows(run_dir / "eval.jsonl")
     data.rows = read_rows(run_dir / "rows.jsonl")
-    name = record["name"]
-    if (Path(ws.adapters_dir) / name).exists():
-        raise RagloopError(f"an adapter named {name!r} exists now; remove it to resume run {rid}")
     device, precision = pick_device()
     job = TrainingJob(rid, name, record["method"], record.get("backend", DEFAULT_BACKEND), config,
                       settings, base_model, model_id, data, run_dir, device, precision,
-                      resume_from=str(checkpoint), model=asked)
-    job.notes.append(f"resuming run {rid} from {checkpoint.name}")
+                      resume_from=str(checkpoint) if checkpoint else None, model=asked,
+                      adapter_saved=saved.exists())
+    if job.adapter_saved:
+        # Stopped between saving its adapter and recording that: nothing is left to train.
+        job.notes.append(f"run {rid} had already saved adapter {name!r}; finishing its record")
+    else:
+        job.notes.append(f"resuming run {rid} from {checkpoint.name}")
     return job
 
 

@@ -5,8 +5,11 @@ the adapter (see core.training for the job and the public API)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
 
 RECORD = "run.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Tests stop a training process dead (SIGKILL, nothing cleaned up) at a named point:
+# "after-step-N", "after-checkpoint-N" or "after-adapter-saved".
+KILL_AT = "RAGLOOP_KILL_AT"
 
 
 def write_record(run_dir: Path, record: dict) -> None:
@@ -50,17 +56,98 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def list_runs(ws) -> list[dict]:
-    """Every run's record, oldest first (run ids sort by time)."""
+    """Every run's record, oldest first (run ids sort by time). A "running" run whose
+    process is gone shows as "killed" (see `mark_killed`)."""
     root = Path(ws.runs_dir)
     if not root.is_dir():
         return []
     records = []
     for folder in sorted(p for p in root.iterdir() if (p / RECORD).is_file()):
         try:
-            records.append({**read_record(folder), "path": str(folder)})
+            record = read_record(folder)
         except RagloopError:
             continue
+        if killed(record):
+            record["status"] = "killed"
+        records.append({**record, "path": str(folder)})
     return records
+
+
+# ---- is the process that runs it still there? -------------------------------------------
+
+def _start_stamp(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), so that a pid
+    reused by another process is not taken for the run's; None where /proc has no entry."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]       # field 22, after the command name
+
+
+def this_process() -> dict:
+    pid = os.getpid()
+    return {"pid": pid, "started": _start_stamp(pid), "host": socket.gethostname()}
+
+
+def _alive(process: dict) -> bool:
+    if process.get("host") != socket.gethostname():
+        return True                          # another machine's process: cannot tell
+    pid = process.get("pid")
+    if not isinstance(pid, int):
+        return True
+    if process.get("started") is not None and Path("/proc/self/stat").exists():
+        return _start_stamp(pid) == process["started"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True                          # exists, but belongs to someone else
+    return True
+
+
+def killed(record: dict) -> bool:
+    """A run recorded as running whose process has ended without saying so (kill -9, power
+    loss). Records from before processes were recorded cannot tell, and say no."""
+    return (record.get("status") == "running" and isinstance(record.get("process"), dict)
+            and not _alive(record["process"]))
+
+
+def still_running(record: dict) -> bool:
+    return (record.get("status") == "running" and isinstance(record.get("process"), dict)
+            and _alive(record["process"]))
+
+
+def mark_killed(run_dir: Path) -> dict:
+    """Write "killed" into a run's record when its process is gone; returns the record."""
+    record = read_record(run_dir)
+    if killed(record):
+        record.update(status="killed", finished_at=utcnow(),
+                      error=f"the training process (pid {record['process']['pid']}) ended "
+                            f"without finishing the record (killed, or the machine stopped)")
+        write_record(run_dir, record)
+    return record
+
+
+def mark_all_killed(ws) -> None:
+    for run in list_runs(ws):
+        if run["status"] == "killed":
+            try:
+                mark_killed(Path(run["path"]))
+            except (RagloopError, OSError):
+                continue
+
+
+def kill_point(name: str) -> None:
+    """Stop this process with SIGKILL when the KILL_AT environment variable names `name`."""
+    if os.environ.get(KILL_AT) == name:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
+def _kill_listener(event: dict) -> None:
+    if event["event"] in ("step", "save"):
+        kill_point(f"after-{'checkpoint' if event['event'] == 'save' else 'step'}-{event['step']}")
 
 
 def find_run(ws, run: str) -> Path:
@@ -162,12 +249,16 @@ def _record(job: TrainingJob, **extra) -> dict:
 
 def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
     """Run the job to the end and register its adapter (see the module docstring)."""
+    if job.adapter_saved:
+        return _finish_saved(ws, job, listeners)
     backend = registry.get_training_backend(job.backend)(workspace=ws)
     method = registry.get_training_method(job.method)(job.options, workspace=ws)
     history: list[dict] = []
     job.listeners = [*listeners, *job.listeners,
                      lambda e: history.append({"step": e["step"], **e["logs"]})
                      if e["event"] == "log" else None]
+    if os.environ.get(KILL_AT):
+        job.listeners.append(_kill_listener)
     started, wall = utcnow(), time.perf_counter()
     if job.resume_from:
         record = read_record(job.run_dir)
@@ -175,12 +266,14 @@ def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
                                                            "checkpoint": job.resume_from}]
         history[:0] = _checkpoint_history(job.resume_from) or record.get("log_history", [])
     else:
+        mark_all_killed(ws)
         job.run_dir.mkdir(parents=True)
         write_rows(job.run_dir / "rows.jsonl", job.data.rows)
         write_rows(job.run_dir / "train.jsonl", job.data.train)
         write_rows(job.run_dir / "eval.jsonl", job.data.eval)
         record = _record(job, created_at=started)
-    record.update(status="running", started_at=started, notes=job.notes)
+    # Who runs it: a later look can tell a run that is still going from one that was killed.
+    record.update(status="running", started_at=started, notes=job.notes, process=this_process())
     write_record(job.run_dir, record)
     shutil.rmtree(job.save_dir, ignore_errors=True)
     try:
@@ -214,6 +307,7 @@ def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
         write_record(job.run_dir, record)
         raise RagloopError(f"{exc.message}; the trained weights stay in the run folder: free "
                            f"some space and `ragloop train --resume {job.run_id}`") from None
+    kill_point("after-adapter-saved")
     shutil.rmtree(job.save_dir, ignore_errors=True)
     png = plot_losses(history, job.run_dir / "loss.png")
     finished = utcnow()
@@ -226,6 +320,31 @@ def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
     write_record(job.run_dir, record)
     job.emit("end")
     return TrainResult(job.run_id, job.run_dir, job.name, adapter_dir, metrics, record)
+
+
+def _finish_saved(ws, job: TrainingJob, listeners=()) -> TrainResult:
+    """Complete the record of a run that saved its adapter but stopped before saying so:
+    the adapter's own record holds the metrics, the last checkpoint the log."""
+    from .adapters import read_metadata
+    adapter_dir = Path(ws.adapters_dir) / job.name
+    meta = read_metadata(adapter_dir)
+    record = read_record(job.run_dir)
+    checkpoint = last_checkpoint(job.output_dir)
+    history = _dedupe((_checkpoint_history(str(checkpoint)) if checkpoint else [])
+                      or record.get("log_history", []))
+    png = plot_losses(history, job.run_dir / "loss.png")
+    record.pop("error", None)
+    record.update(status="succeeded", finished_at=meta.get("created_at") or utcnow(),
+                  metrics=meta.get("metrics") or {}, log_history=history,
+                  loss_curve=str(png) if png else None,
+                  adapter={"name": job.name, "path": str(adapter_dir)},
+                  completed={"at": utcnow(), "note": "the adapter was saved before the run "
+                                                     "stopped; `--resume` finished the record"})
+    write_record(job.run_dir, record)
+    shutil.rmtree(job.save_dir, ignore_errors=True)
+    for listener in listeners:
+        listener({"event": "end"})
+    return TrainResult(job.run_id, job.run_dir, job.name, adapter_dir, record["metrics"], record)
 
 
 def _checkpoint_history(checkpoint: str) -> list[dict]:

@@ -164,13 +164,43 @@ def fit(trainer, job) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     for quiet in (PrinterCallback, ProgressCallback):    # ragloop draws its own progress
         trainer.remove_callback(quiet)
-    output = trainer.train(resume_from_checkpoint=job.resume_from)
+    if job.resume_from and _finished(job.resume_from):
+        _load_finished(trainer, job.resume_from)
+        job.emit("begin", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
+        metrics = {}
+    else:
+        output = trainer.train(resume_from_checkpoint=job.resume_from)
+        metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
     trainer.save_model(str(job.save_dir))
     # The pickled TrainingArguments belong with checkpoints, not with an adapter.
     (job.save_dir / "training_args.bin").unlink(missing_ok=True)
-    metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
     metrics.update(global_step=trainer.state.global_step)
     return metrics
+
+
+def _finished(checkpoint: str) -> bool:
+    """Whether the trainer had already stopped at this checkpoint (its last step, or early
+    stopping): transformers would still run one more step from it when the last step falls
+    inside an epoch, so such a checkpoint is loaded, not trained on."""
+    state = json.loads(Path(checkpoint, "trainer_state.json").read_text(encoding="utf-8"))
+    control = (state.get("stateful_callbacks") or {}).get("TrainerControl") or {}
+    if isinstance(control, list):
+        control = control[-1] if control else {}
+    return (bool((control.get("args") or {}).get("should_training_stop"))
+            or 0 < (state.get("max_steps") or 0) <= state.get("global_step", 0))
+
+
+def _load_finished(trainer, checkpoint: str) -> None:
+    """Put the trainer where train() would have left it: the checkpoint's state and weights,
+    or the best checkpoint's weights with --early-stopping (load_best_model_at_end)."""
+    from transformers import TrainerState
+    trainer.state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    # Private Trainer methods: the ones train() itself uses for exactly this.
+    if trainer.args.load_best_model_at_end and best and os.path.isdir(best):
+        trainer._load_best_model()
+    else:
+        trainer._load_from_checkpoint(checkpoint)
 
 
 def run(method: TrlMethod, job) -> dict:
