@@ -43,16 +43,29 @@ def fifo(tmp_path):
         writer.close()
 
 
-def deep_folder(root, depth):
-    """`depth` nested folders made one at a time (os.makedirs itself recurses)."""
-    path = root
-    for _ in range(depth):
-        path = path / "d"
-        path.mkdir()
-    return path
+@pytest.fixture
+def deep_folder():
+    """`deep_folder(root, depth)`: nested folders made one at a time (os.makedirs recurses),
+    removed bottom-up afterwards: pytest's own clean-up (shutil.rmtree) recurses too."""
+    made = []
+
+    def make(root, depth):
+        path = root
+        for _ in range(depth):
+            path = path / "d"
+            path.mkdir()
+            made.append(path)
+        return path
+    yield make
+    for folder in reversed(made):
+        for child in folder.iterdir():
+            if not child.is_dir() or child.is_symlink():
+                child.unlink()
+        folder.rmdir()
 
 
-def test_fifo_symlink_loop_and_deep_folder_are_skipped_and_the_rest_indexed(tmp_path, fifo):
+def test_fifo_symlink_loop_and_deep_folder_are_skipped_and_the_rest_indexed(tmp_path, fifo,
+                                                                          deep_folder):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "good.md").write_text("# Good\n\nQuokkas are nocturnal marsupials.\n")

@@ -121,7 +121,8 @@ def test_crash_between_vector_save_and_commit_is_reconciled(corpus, ragloop_home
     stale = run("search", "widgets", "--mode", "dense", ok=False)
     assert "out of step" in stale.output and "ragloop index --repair" in stale.output
     out = run("index", str(corpus)).output
-    assert "Repaired the vector index: {'stale_removed':" in out
+    assert ("Repaired the vector index: 1 stale vector removed, 0 missing chunks embedded."
+            in out.splitlines()), out
     chunks, vectors = consistent(ragloop_home)
     assert chunks == vectors
 
@@ -151,9 +152,10 @@ def test_corrupt_vector_file_and_repair(corpus, ragloop_home):
     (ragloop_home / "indexes" / "default" / "vectors.faiss").write_bytes(b"garbage")
     result = run("search", "zebrafish", "--mode", "dense", ok=False)
     assert result.exit_code == 1 and "run `ragloop index --repair`" in result.output
-    run("index", "--repair")
+    out = run("index", "--repair").output
     chunks, vectors = consistent(ragloop_home)
     assert chunks == vectors
+    assert f"Rebuilt the vector index: {chunks} chunks re-embedded." in out.splitlines()
 
 
 def test_another_embedder_is_refused_until_repair(corpus, ragloop_home):

@@ -21,10 +21,22 @@ def _summary(report) -> list[str]:
              f"{n(report.removed)} removed, {n(report.unchanged)} unchanged, "
              f"{n(report.skipped)} skipped; {report.chunks_embedded} chunks embedded."]
     if report.reconciled:
-        lines.append(f"Repaired the vector index: {report.reconciled}")
+        lines.append(_repair_line(report.reconciled))
     lines += [f"  skipped {display_path(p)}: {why}" for p, why in report.skipped]
     lines += [f"  warning {display_path(p)}: {w}" for p, w in report.warnings]
     return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _repair_line(done: dict) -> str:
+    """--repair's and reconcile's counts as a sentence (--json keeps the numbers)."""
+    if "embedded" in done:
+        return f"Rebuilt the vector index: {_plural(done['embedded'], 'chunk')} re-embedded."
+    return (f"Repaired the vector index: {_plural(done['stale_removed'], 'stale vector')} "
+            f"removed, {_plural(done['missing_embedded'], 'missing chunk')} embedded.")
 
 
 @cli.command()
