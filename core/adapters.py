@@ -7,10 +7,14 @@ is the registry entry: there is no table to keep in step, `export` carries the r
 and `rm` removes both at once. Folders are written into a hidden temp folder beside their
 final place and renamed into it, so a crash or a full disk leaves no half-written adapter.
 
+A NAME is what `train --name` accepts (check_name) and always means <workspace>/adapters/NAME;
+only find_adapter (ask, rate, eval, compress) also takes a folder the user points at, and
+`rm` deletes nothing but an entry of <workspace>/adapters/.
+
     list_adapters(ws) -> list[dict]          get_adapter(ws, name) -> dict
     save_adapter(ws, name, write, meta)      check_base(meta, model_id)
     use_adapter(ws, name | None)             remove_adapter(ws, name)
-    require_lora(meta, what)
+    require_lora(meta, what)                 require_chat(meta, what)
     export_adapter(ws, name, out)            merge_adapter(ws, name, out, checkpoint, model_id)
 """
 
@@ -71,11 +75,25 @@ def list_adapters(ws) -> list[dict]:
     return sorted(found, key=lambda m: (m.get("created_at") or "", m["name"]))
 
 
+def _known(ws) -> str:
+    return ", ".join(m["name"] for m in list_adapters(ws)) or "none yet; run `ragloop train`"
+
+
+def _folder(ws, name: str) -> Path:
+    """<workspace>/adapters/NAME for a valid NAME (so never a path that leaves the folder)."""
+    try:
+        check_name(name)
+    except RagloopError as exc:
+        raise RagloopError(f"{exc}; give the name of one of the workspace's adapters: "
+                           f"{_known(ws)}") from None
+    return Path(ws.adapters_dir) / name
+
+
 def get_adapter(ws, name: str) -> dict:
-    folder = Path(ws.adapters_dir) / name
-    if not name or name.startswith(".") or not folder.is_dir():
-        known = ", ".join(m["name"] for m in list_adapters(ws)) or "none yet; run `ragloop train`"
-        raise RagloopError(f"no adapter named {name!r}; adapters: {known}")
+    """The record of the workspace's adapter NAME; a path or a bad name is refused."""
+    folder = _folder(ws, name)
+    if not folder.is_dir():
+        raise RagloopError(f"no adapter named {name!r}; adapters: {_known(ws)}")
     meta = read_metadata(folder)
     meta["default"] = ws.get_setting(ADAPTER_SETTING) == name
     return meta
@@ -87,8 +105,11 @@ def find_adapter(ws, name: str) -> dict:
     get_adapter's error."""
     path = Path(name).expanduser()
     bare = Path(name).name == name and not name.startswith(".")
-    if (bare and (Path(ws.adapters_dir) / name).is_dir()) or not path.is_dir():
+    if bare and ((Path(ws.adapters_dir) / name).is_dir() or not path.is_dir()):
         return get_adapter(ws, name)
+    if not path.is_dir():
+        raise RagloopError(f"no adapter folder {name}; give an adapter folder, or the name of "
+                           f"one of the workspace's adapters: {_known(ws)}")
     return read_metadata(path.resolve())
 
 
@@ -100,10 +121,21 @@ def check_base(meta: dict, model_id: str) -> None:
                            f"pick that base model with -o model=..., or another adapter")
 
 
+def require_chat(meta: dict, what: str) -> None:
+    """Refuse a reward model: its LoRA was trained under a score head, and a chat model that
+    loads it drops the head and answers with weights that were never trained to write."""
+    if meta.get("method") == "reward":
+        raise RagloopError(f"{meta['name']!r} is a reward model (a score head), not a chat "
+                           f"adapter, so it cannot be {what}; it scores answers for "
+                           f"`ragloop train --method rlhf -o reward_adapter={meta['name']}`")
+
+
 def require_lora(meta: dict, what: str) -> None:
+    """A LoRA adapter for chat: not a full model, not a reward model."""
     if meta.get("kind") == "full":
         raise RagloopError(f"{meta['name']!r} is a full model (trained with --full), not an "
                            f"adapter, so it cannot be {what}; load it with -o model={meta['path']}")
+    require_chat(meta, what)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -166,12 +198,16 @@ def use_adapter(ws, name: str | None) -> dict | None:
 
 
 def remove_adapter(ws, name: str) -> dict:
+    """Delete <workspace>/adapters/NAME; a link there is removed, never what it points at."""
     meta = get_adapter(ws, name)
-    folder = Path(meta["path"])
-    # Renamed first, so the name is free at once even if deleting the files is interrupted.
-    doomed = folder.with_name(f".{folder.name}.{new_id()}.removed.tmp")
-    os.rename(folder, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+    folder = _folder(ws, name)
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        # Renamed first, so the name is free at once even if deleting the files is interrupted.
+        doomed = folder.with_name(f".{folder.name}.{new_id()}.removed.tmp")
+        os.rename(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)      # does not follow links inside
     if meta["default"]:
         ws.set_setting(ADAPTER_SETTING, None)
     return meta

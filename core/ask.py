@@ -44,9 +44,13 @@ def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str |
             raise RagloopError(f"generator {name!r} does not take --compress")
         overrides["compress"] = compress
     generator = cls(build_config(cls.Config, options, name, **overrides), workspace=ws)
-    if adapter:
-        from .adapters import check_base, read_metadata   # adapters imports this module
-        meta = {"name": Path(adapter).name, **read_metadata(Path(adapter))}
+    # Also an adapter given as -o adapter=...: every way to answer with one passes here.
+    named = None if adapter else getattr(getattr(generator, "config", None), "adapter", None)
+    if adapter or named:
+        from .adapters import check_base, find_adapter, read_metadata, require_chat
+        # (imported here: adapters imports this module)
+        meta = read_metadata(Path(adapter)) if adapter else find_adapter(ws, named)
+        require_chat(meta, "used to generate answers")
         check_base(meta, generator.model_id)
     return generator
 

@@ -43,6 +43,19 @@ def test_list_and_show(ws):
     one_line_error(run("adapters", "show", "nope", ok=False), "no adapter named 'nope'", "tuned")
 
 
+def test_list_aligns_its_columns(ws):
+    folder = ws.adapters_dir / "a-much-longer-name"
+    folder.mkdir()
+    (folder / "ragloop-adapter.json").write_text(json.dumps(
+        {"name": folder.name, "kind": "lora", "method": "reward", "base_model_id": "x/y",
+         "metrics": {"global_step": 120, "final_loss": 0.5}, "created_at": "9"}))
+    lines = run("adapters", "list").output.splitlines()
+    assert [line.split()[0] for line in lines] == ["tuned", "a-much-longer-name"]
+    assert lines[0].index(" dpo ") == lines[1].index(" reward "), lines
+    for field in (" lora ", " base ", " steps ", " loss "):
+        assert lines[0].index(field) == lines[1].index(field), (field, lines)
+
+
 def test_a_name_means_the_workspace_adapter_and_a_path_the_folder(ws, tmp_path, monkeypatch):
     from ragloop.core.adapters import find_adapter
     from ragloop.core.errors import RagloopError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..adapters import (check_base, export_adapter, get_adapter, list_adapters, merge_adapter,
-                        remove_adapter, require_lora, use_adapter)
+from ..adapters import (check_base, export_adapter, find_adapter, get_adapter, list_adapters,
+                        merge_adapter, remove_adapter, require_lora, use_adapter)
 from ..errors import RagloopError
 from .app import cli, options_option, pass_workspace
 from .progress import stderr
@@ -54,20 +54,31 @@ def list_cmd(ws, as_json):
     if not found:
         click.echo("No adapters yet; train one with `ragloop train`.")
         return
-    for m in found:
-        steps = (m.get("metrics") or {}).get("global_step", "-")
-        click.echo(f"{'*' if m['default'] else ' '} {m['name']}  {m.get('method', '?')}  "
-                   f"{m.get('kind', '?')}  base {m.get('base_model_id') or m.get('base_model')}  "
-                   f"steps {steps}  loss {_metric(m, 'final_loss')}  "
-                   f"{(m.get('created_at') or '')[:19]}")
+    rows = [[m["name"], m.get("method", "?"), m.get("kind", "?"),
+             f"base {m.get('base_model_id') or m.get('base_model')}",
+             f"steps {(m.get('metrics') or {}).get('global_step', '-')}",
+             f"loss {_metric(m, 'final_loss')}", (m.get("created_at") or "")[:19]]
+            for m in found]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for m, row in zip(found, rows):
+        cells = "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths))
+        click.echo(f"{'*' if m['default'] else ' '} {cells}".rstrip())
 
 
 @adapters.command()
 @click.argument("name")
 @pass_workspace
 def show(ws, name):
-    """Everything recorded about an adapter (JSON): metrics, settings and lineage."""
-    click.echo(json.dumps(get_adapter(ws, name), indent=2, default=str))
+    """Everything recorded about an adapter (JSON): metrics, settings and lineage. NAME is
+    an adapter of the workspace, or a folder given as a path (./NAME)."""
+    if Path(name).name == name and not name.startswith("."):
+        meta = get_adapter(ws, name)           # a bare name is the workspace's, never a folder here
+    else:
+        meta = find_adapter(ws, name)
+        if meta.get("kind") == "unknown":
+            raise RagloopError(f"{meta['path']} is not an adapter folder (it holds neither "
+                               f"ragloop-adapter.json nor adapter_config.json)")
+    click.echo(json.dumps(meta, indent=2, default=str))
 
 
 @adapters.command()
@@ -114,7 +125,7 @@ def merge(ws, name, out, options):
               help="New folder for the copy.")
 @pass_workspace
 def export(ws, name, out):
-    """Copy an adapter folder, with its record, e.g. to share it."""
+    """Copy the workspace's adapter NAME, with its record, e.g. to share it."""
     click.echo(f"Exported {name!r} to {export_adapter(ws, name, out)}")
 
 
@@ -122,6 +133,7 @@ def export(ws, name, out):
 @click.argument("name")
 @pass_workspace
 def rm(ws, name):
-    """Delete an adapter (its run folder stays)."""
+    """Delete the workspace's adapter NAME (its run folder stays); nothing outside the
+    workspace's adapters folder is ever deleted."""
     meta = remove_adapter(ws, name)
     click.echo(f"Removed {name!r}" + ("; no default adapter now." if meta["default"] else "."))
