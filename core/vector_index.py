@@ -9,6 +9,7 @@ embeds chunks whose vector is missing, and ``rebuild`` re-embeds every chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,6 +23,51 @@ from .workspace import utcnow
 DEFAULT_EMBEDDER = "sentence-transformers"
 DEFAULT_STORE = "faiss"
 INDEX_NAME = "default"
+# For commands that build the index's embedder without taking -o (ask, rate, eval):
+# `RAGLOOP_EMBEDDER_TRUST_REMOTE_CODE=1 ragloop ask ...` sets its code-running options.
+TRUST_ENV = "RAGLOOP_EMBEDDER_TRUST_REMOTE_CODE"
+
+
+def code_running_options(config_cls) -> set[str]:
+    """Options that make a plugin run code from outside ragloop: fields declared with
+    metadata {"runs_code": True}, and any field named trust_remote_code whatever it says.
+    They are never saved in the workspace nor read back from it (a workspace may come from
+    someone else): they must be given on the command line each time."""
+    if not dataclasses.is_dataclass(config_cls):
+        return set()
+    return {f.name for f in dataclasses.fields(config_cls)
+            if f.metadata.get("runs_code") or f.name == "trust_remote_code"}
+
+
+def safe_options(config_cls, pairs) -> list[str]:
+    """`key=value` pairs without the code-running ones; anything that is not a list of
+    strings (a damaged or hand-made database) counts as no options."""
+    if not isinstance(pairs, list) or not all(isinstance(p, str) for p in pairs):
+        return []
+    risky = code_running_options(config_cls)
+    return [p for p in pairs if p.partition("=")[0].strip() not in risky]
+
+
+def recorded_options(text) -> list:
+    try:
+        return json.loads(text or "[]")
+    except ValueError:
+        return []
+
+
+def merged_options(recorded, given) -> list[str]:
+    """The recorded pairs, then the given ones: a key given on the command line wins."""
+    given = list(given)
+    keys = {p.partition("=")[0].strip() for p in given}
+    return [p for p in recorded if p.partition("=")[0].strip() not in keys] + given
+
+
+def _trusted_by_environment(config_cls) -> list[str]:
+    if os.environ.get(TRUST_ENV, "").strip().lower() not in ("1", "true", "yes", "on"):
+        return []
+    hints = {f.name: f.type for f in dataclasses.fields(config_cls)}
+    return [f"{name}=true" for name in sorted(code_running_options(config_cls))
+            if hints.get(name) in (bool, "bool")]
 
 
 def embed_text(heading: str, text: str) -> str:
@@ -55,12 +101,19 @@ class VectorIndex:
             "name = ?", [INDEX_NAME]) else None
         st = self.state or {}
         self.embedder_name = embedder or st.get("embedder") or DEFAULT_EMBEDDER
-        self.embedder_options = list(embedder_options) or (
-            json.loads(st["embedder_options_json"]) if st and embedder is None else [])
         self.store_name = store or st.get("store") or DEFAULT_STORE
-        self.store_options = list(store_options) or (
-            json.loads(st["store_options_json"]) if st and store is None else [])
         cls = registry.get_embedder(self.embedder_name)
+        self.store_cls = registry.get_store(self.store_name)
+        # Options given now override the recorded ones key by key (same plugin only); the
+        # recorded ones never include code-running options, nor are such options read back.
+        same = st and self.embedder_name == st.get("embedder")
+        self.embedder_options = merged_options(
+            safe_options(cls.Config, recorded_options(st.get("embedder_options_json")))
+            if same else [], list(embedder_options) + _trusted_by_environment(cls.Config))
+        same = st and self.store_name == st.get("store")
+        self.store_options = merged_options(
+            safe_options(self.store_cls.Config, recorded_options(st.get("store_options_json")))
+            if same else [], store_options)
         self.embedder = cls(build_config(cls.Config, self.embedder_options, self.embedder_name),
                             workspace=ws)
         self._store = None
@@ -73,7 +126,7 @@ class VectorIndex:
     @property
     def store(self):
         if self._store is None:
-            cls = registry.get_store(self.store_name)
+            cls = self.store_cls
             config = build_config(cls.Config, self.store_options, self.store_name)
             # The recorded dimension spares loading the embedder when nothing needs embedding.
             dimension = (self.state["dimension"] if self.state and not self._rebuilding
@@ -135,9 +188,11 @@ class VectorIndex:
         stat = self.store.path.stat() if hasattr(self.store, "path") else None
         self.state = {
             "name": INDEX_NAME, "embedder": self.embedder_name,
-            "embedder_options_json": json.dumps(self.embedder_options),
+            "embedder_options_json": json.dumps(
+                safe_options(type(self.embedder).Config, self.embedder_options)),
             "embedder_id": self.embedder.id, "store": self.store_name,
-            "store_options_json": json.dumps(self.store_options),
+            "store_options_json": json.dumps(
+                safe_options(self.store_cls.Config, self.store_options)),
             "dimension": self.embedder.dimension, "vector_count": len(self.store),
             "checksum": checksum, "file_size": stat.st_size if stat else 0,
             "file_mtime_ns": stat.st_mtime_ns if stat else 0,

@@ -81,7 +81,9 @@ class SentenceTransformersConfig:
     device: str = field(default="auto", metadata={
         "help": "auto (CUDA if available, else CPU), cpu, cuda or cuda:N."})
     trust_remote_code: bool = field(default=False, metadata={
-        "help": "Run code shipped with the model (only for models you trust)."})
+        "help": "Run code shipped with the model (only for models you trust). Never saved "
+                "with the index: give it on the command line each time.",
+        "runs_code": True})
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -138,6 +140,12 @@ class SentenceTransformersEmbedder(Embedder):
                 model = SentenceTransformer(source, device=resolve_device(self.config.device),
                                             trust_remote_code=self.config.trust_remote_code)
         except Exception as exc:
+            if "trust_remote_code" in str(exc) and not self.config.trust_remote_code:
+                raise RagloopError(
+                    f"the embedding model {source} runs code shipped with it; if you trust "
+                    f"it, pass -o embedder.trust_remote_code=true (for ask, rate and eval: "
+                    f"RAGLOOP_EMBEDDER_TRUST_REMOTE_CODE=1); it is never taken from the "
+                    f"workspace") from None
             if folder is None:
                 raise RagloopError(
                     f"cannot load embedding model {source!r}: it is not a local folder and could "

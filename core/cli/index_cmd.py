@@ -9,6 +9,7 @@ import click
 from ..config import split_prefixed
 from ..ingest import Indexer, discover, documents_under
 from ..search import FUSIONS, MODES, Searcher, display_path
+from ..vector_index import VectorIndex
 from .app import cli, options_option, pass_workspace
 from .progress import progress_bar, stderr
 
@@ -118,15 +119,21 @@ def remove(ws, paths):
 @click.option("--rerank", metavar="NAME", help="Reranker plugin to reorder results (off by default).")
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the reranker, repeatable.")
+@click.option("-o", "--option", "options", multiple=True, metavar="embedder.KEY=VALUE",
+              help="Embedder option over the index's recorded ones, repeatable: "
+                   "-o embedder.trust_remote_code=true (never recorded) or "
+                   "-o embedder.device=cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_workspace
-def search(ws, query, k, mode, where, fusion, rerank, rerank_options, as_json):
+def search(ws, query, k, mode, where, fusion, rerank, rerank_options, options, as_json):
     """Search indexed passages (hybrid, dense or BM25).
 
     Shows each passage's source path, line range and score.
     """
-    hits = Searcher(ws).search(query, k=k, mode=mode, where=where, fusion=fusion,
-                               rerank=rerank, rerank_options=rerank_options)
+    given = split_prefixed(options, ("embedder",))["embedder"]
+    index = VectorIndex(ws, embedder_options=given) if given else None
+    hits = Searcher(ws, index).search(query, k=k, mode=mode, where=where, fusion=fusion,
+                                      rerank=rerank, rerank_options=rerank_options)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2))
         return
