@@ -124,3 +124,20 @@ def m005_create_ratings(db):
             created_at TEXT NOT NULL
         );
     """)
+
+
+@core_migrations()
+def m006_create_rating_claims(db):
+    # Which live rating session is generating a question's pair (kind 'pair', scope: the
+    # settings fingerprint) or showing it to a rater id (kind 'rater', scope: that id); see
+    # core/rating_claims.py. A row lives only while that work is under way.
+    db.execute("""
+        CREATE TABLE rating_claims (
+            question_hash TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('pair', 'rater')),
+            scope TEXT NOT NULL,
+            session TEXT NOT NULL,                 -- live while it holds locks/SESSION.lock
+            pid INTEGER,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (question_hash, kind, scope)
+        )""")

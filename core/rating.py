@@ -7,6 +7,10 @@ generated (so an interrupted session reuses them instead of generating again), t
 comparison with its scores, passage judgments and comment. A question counts as done for a
 rater id once it has a comparison by that id, skips included; resuming is just running the
 same command again.
+
+Sessions running at the same time coordinate through claims (core/rating_claims.py): one
+session generates a question's pair and the others wait for it and rate the same pair; with
+`skip_rated`, a rater id never rates a question twice, nor two of its sessions at once.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sqlite3
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from . import registry
 from .ask import DEFAULT_GENERATOR, generate, load_generator, prepare, resolve_adapter
@@ -24,6 +30,7 @@ from .config import build_config
 from .errors import RagloopError
 from .ids import new_id
 from .kinds import CHOICES, Comparison, Rater, Verdict
+from .rating_claims import PAIR, RATER, Claims
 from .rating_questions import Question
 from .search import Searcher
 from .vector_index import deferred_interrupt
@@ -32,6 +39,7 @@ from .workspace import utcnow
 SAMPLE = "sample"
 BASE_VS_ADAPTER = "base-vs-adapter"
 MAX_COMMENT_CHARS = 2000
+POLL_SECONDS = 0.2            # how often a session waiting for another's pair looks again
 
 
 @dataclass
@@ -101,17 +109,23 @@ def write_transaction(db):
 
 
 class Session:
-    def __init__(self, ws, rater: Rater, rater_name: str, rater_id: str, settings: Settings):
+    """`skip_rated`: `rate` returns None, rating nothing, for a question this rater id has
+    rated already or that another live session of the same rater id is showing (`ragloop
+    rate`); without it a question is rated whenever asked (eval's win rate decides itself)."""
+
+    def __init__(self, ws, rater: Rater, rater_name: str, rater_id: str, settings: Settings,
+                 skip_rated: bool = False):
         if not rater_id.strip():
             raise RagloopError("--rater-id is empty; give a name for who is rating")
         self.ws, self.db = ws, ws.db
         self.rater, self.rater_name, self.rater_id = rater, rater_name, rater_id.strip()
-        self.settings = settings
+        self.settings, self.skip_rated = settings, skip_rated
         self.id = new_id()
+        self.claims: Claims | None = None
         self.searcher = Searcher(ws)
         self.generators: list = []
         self.adapters: list[str | None] = []
-        self.status = lambda text: nullcontext()   # the CLI shows a spinner here
+        self.status = lambda text: nullcontext()   # the CLI shows a spinner or lines here
         self._random = random.SystemRandom()
 
     def open(self) -> None:
@@ -127,16 +141,29 @@ class Session:
             self.generators = [load_generator(self.ws, s.generator, s.generator_options),
                                load_generator(self.ws, s.generator, s.generator_options, adapter)]
             self.adapters = [None, adapter]
-        for gen in self.generators:
+        unique = {id(g): (g, a) for g, a in zip(self.generators, self.adapters)}.values()
+        for gen, _ in unique:
+            gen.model_id                    # a missing model folder fails before the status
+        for gen, adapter in unique:
             # Loads the model, so a missing or broken one fails here, before any write.
-            if gen.context_length <= s.max_new_tokens:
+            with self.status("Loading the model" + (f" with adapter {Path(adapter).name}"
+                                                    if adapter else "")):
+                context = gen.context_length
+            if context <= s.max_new_tokens:
                 raise RagloopError(f"--max-new-tokens {s.max_new_tokens} leaves no room for a "
-                                   f"prompt in the model's context of {gen.context_length} "
-                                   f"tokens; lower it")
+                                   f"prompt in the model's context of {context} tokens; "
+                                   f"lower it")
         self.adapter_ids = [getattr(g, "adapter_id", None) or a
                             for g, a in zip(self.generators, self.adapters)]
         self.index_version = self.searcher.index.version
         self.fingerprint = self._fingerprint()
+        self.claims = Claims(self.ws, self.id)      # here: eval sets its own id before open
+
+    def close(self) -> None:
+        """Let go of this session's lock file (also done at exit; a killed session's lock
+        is dropped by the operating system)."""
+        if self.claims is not None:
+            self.claims.close()
 
     def _fingerprint(self) -> str:
         """Candidates generated under the same settings are interchangeable: reused on resume
@@ -165,23 +192,82 @@ class Session:
 
     # ---- one item ----------------------------------------------------------------------
 
-    def rate(self, question: Question, position: int = 1, total: int | None = None) -> Outcome:
+    def rate(self, question: Question, position: int = 1,
+             total: int | None = None) -> Outcome | None:
         """Generate (or reuse) two candidates, ask the rater, store the verdict. A
-        StopRating or KeyboardInterrupt from the rater leaves this item unrated."""
-        with self.status("Generating two answers..."):
-            question_id, pair, hits = self._stored_pair(question) or self._generate(question)
-        left = self._random.randrange(2)
-        shown = [pair[left], pair[1 - left]]
-        item = Comparison(
-            question.text, [h.text for h in hits], shown[0].text, shown[1].text,
-            sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
-            cut_off=(shown[0].cut_off, shown[1].cut_off), position=position, total=total,
-            ask_scores=self.settings.scores, ask_passages=self.settings.passages)
-        started = time.perf_counter()
-        verdict = self._check(self.rater.compare(item), item)
-        seconds = round(time.perf_counter() - started, 3)
-        comparison_id = self._store(question_id, pair, shown, hits, verdict, seconds)
+        StopRating or KeyboardInterrupt from the rater leaves this item unrated. None: with
+        `skip_rated`, the question is rated already or being rated in another session."""
+        if self.skip_rated and not self._claim_for_rater(question):
+            return None
+        try:
+            counter = f" ({position}/{total})" if total else f" ({position})"
+            question_id, pair, hits = self._pair(question, counter)
+            left = self._random.randrange(2)
+            shown = [pair[left], pair[1 - left]]
+            item = Comparison(
+                question.text, [h.text for h in hits], shown[0].text, shown[1].text,
+                sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
+                cut_off=(shown[0].cut_off, shown[1].cut_off), position=position, total=total,
+                ask_scores=self.settings.scores, ask_passages=self.settings.passages)
+            started = time.perf_counter()
+            verdict = self._check(self.rater.compare(item), item)
+            seconds = round(time.perf_counter() - started, 3)
+            comparison_id = self._store(question, question_id, pair, shown, hits, verdict,
+                                        seconds)
+        finally:
+            self._let_go(question)
         return Outcome(comparison_id, verdict.choice or "skip", seconds)
+
+    # ---- claims ------------------------------------------------------------------------
+
+    def _claim_for_rater(self, question: Question) -> bool:
+        with write_transaction(self.db):
+            if self.is_done(question):
+                return False
+            return self.claims.take(question.hash, RATER, self.rater_id) is None
+
+    def _let_go(self, question: Question) -> None:
+        """Release what this item still holds after a quit, Ctrl-C or error."""
+        held = self.claims.held_for(question.hash) if self.claims else []
+        if not held:
+            return
+        try:
+            with write_transaction(self.db):
+                for claim in held:
+                    self.claims.release(*claim)
+        except sqlite3.Error:
+            pass     # the claim goes stale when this process ends; others then take it over
+
+    def _pair(self, question: Question, counter: str):
+        """The stored pair for these settings; else, when another live session is
+        generating it, wait for that one; else claim it and generate it here."""
+        with ExitStack() as waiting:
+            told = False
+            while True:
+                with write_transaction(self.db):
+                    found = self._stored_pair(question)
+                    holder = None if found else self.claims.take(question.hash, PAIR,
+                                                                 self.fingerprint)
+                if found:
+                    return found
+                if holder is None:
+                    break
+                if not told:
+                    waiting.enter_context(self.status(
+                        f"Waiting for another session (pid {holder[1]}) to generate the "
+                        f"answers{counter}"))
+                    told = True
+                self._wait_for(question, holder[0])
+        with self.status(f"Generating two answers{counter}"):
+            return self._generate(question)
+
+    def _wait_for(self, question: Question, session: str) -> None:
+        """Until `session` no longer holds the pair claim: it stored the pair, or died."""
+        while True:
+            time.sleep(POLL_SECONDS)
+            row = self.claims.holder(question.hash, PAIR, self.fingerprint)
+            if row is None or row[0] != session or not self.claims.alive(session):
+                return
 
     def _check(self, result, item: Comparison) -> Verdict:
         who = f"rater {self.rater_name!r}"
@@ -264,6 +350,7 @@ class Session:
             question_id = self._question_id(question)
             for row in rows:
                 self.db["candidates"].insert({**row, "question_id": question_id})
+            self.claims.release(question.hash, PAIR, self.fingerprint)
         pair = [Candidate(r["id"], r["text"], json.loads(r["params_json"]).get("stop") == "length")
                 for r in rows]
         # The hits as the model saw them (the last one may have been shortened to fit).
@@ -280,7 +367,8 @@ class Session:
 
     # ---- the verdict -------------------------------------------------------------------
 
-    def _store(self, question_id, pair, shown, hits, verdict: Verdict, seconds) -> str:
+    def _store(self, question, question_id, pair, shown, hits, verdict: Verdict,
+               seconds) -> str:
         """The rater's a/b mean left/right; stored choices mean candidate_a/candidate_b,
         so a pair reads the same whichever way round it was shown."""
         choice = verdict.choice or "skip"
@@ -290,6 +378,7 @@ class Session:
         now, who = utcnow(), {"rater": self.rater_name, "rater_id": self.rater_id}
         comparison_id = new_id()
         with write_transaction(self.db):
+            self.claims.release(question.hash, RATER, self.rater_id)
             self.db["comparisons"].insert({
                 "id": comparison_id, "question_id": question_id, "candidate_a": pair[0].id,
                 "candidate_b": pair[1].id, "left_candidate": shown[0].id, "choice": choice,

@@ -13,7 +13,7 @@ from ..errors import RagloopError
 from ..kinds import StopRating
 from ..rating import Session, Settings, load_rater
 from .app import cli, options_option, pass_workspace
-from .progress import stderr
+from .progress import status, stderr
 
 
 @cli.command()
@@ -72,11 +72,18 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
         raise RagloopError("no questions: give --questions FILE or --from-logs (stdin is not "
                            "a terminal to type them in)")
     session = Session(ws, rater_plugin, rater, rater_id or rater_plugin.default_rater_id(),
-                      settings)
-    session.open()
-    if stderr.is_terminal:
-        session.status = lambda text: stderr.status(text, spinner="dots")
+                      settings, skip_rated=True)
+    # A spinner on a terminal; elsewhere (the judge in a log) plain lines, so a long model
+    # load or generation is never a silent stretch.
+    session.status = status
+    try:
+        _run(ctx, session, questions, limit)
+    finally:
+        session.close()
 
+
+def _run(ctx, session: Session, questions, limit) -> None:
+    session.open()
     if questions is None:
         total = limit
         source = rating_questions.typed(_read_question, click.echo)
@@ -100,12 +107,11 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
         for question in source:
             if limit and sum(rated.values()) >= limit:
                 break
-            if session.is_done(question):      # another session with this rater id got it
-                if questions is None:
-                    click.echo(f"Already rated by {session.rater_id}.")
-                continue
             position = sum(rated.values()) + 1
             outcome = session.rate(question, position, total)
+            if outcome is None:                # rated, or being rated, in another session
+                _not_mine(session, question, typed=questions is None)
+                continue
             rated[outcome.choice] += 1
             counter = f"{position}/{total}" if total else f"{position}"
             click.echo(f"Saved {counter}: {outcome.choice}  {_short(question.text, 56)}")
@@ -116,6 +122,19 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
         _summary(rated, session, "\nInterrupted: ", resume=True)
         ctx.exit(130)
     _summary(rated, session, "", resume=bool(limit and questions and total < len(pending)))
+
+
+def _not_mine(session: Session, question, typed: bool) -> None:
+    if session.is_done(question):
+        if typed:
+            click.echo(f"Already rated by {session.rater_id}.")
+        return
+    message = f"Another session of {session.rater_id} is rating this question; skipped"
+    if typed:
+        click.echo(message + ".")
+    else:
+        stderr.print(f"{message}: {_short(question.text, 56)}", highlight=False,
+                     soft_wrap=True)
 
 
 def _read_question() -> str | None:
