@@ -9,6 +9,8 @@ from cli_helpers import run
 from ragloop.core.workspace import Workspace
 from tiny_models import tiny_causal_lm, tiny_embedder
 
+# What `ask` says on stderr when it is not a terminal (a spinner on one).
+STATUS = re.compile(r"(Loading the model|Retrieving passages):? [\d:]+ elapsed")
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
            "Set max_widgets to limit how many widgets each flurble may hold. ")
 
@@ -30,7 +32,7 @@ def gen():
 
 def test_ask_prints_answer_and_sources_and_logs_the_row(indexed, ragloop_home):
     out = run("ask", "Where are zebrafish settings?", *gen(), "--max-new-tokens", "8",
-              "-k", "2").output
+              "-k", "2").stdout
     assert re.search(r"\n\nSources:\n\[1\] .*doc\d\.md:\d+-\d+ \(Part \d\)\n\[2\] ", out)
     rows = list(Workspace(ragloop_home).db.query("select * from asks"))
     assert len(rows) == 1
@@ -67,10 +69,25 @@ def test_passages_are_dropped_to_fit_the_context_and_the_user_is_told(indexed):
 
 def test_a_question_too_long_for_the_context_is_a_one_line_error(indexed):
     result = run("ask", "zebrafish " * 900, *gen(), "--max-new-tokens", "64", ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 1 and result.stdout == ""
+    # Only the model can count the tokens: the error follows the lines saying it loaded.
+    *before, error = result.stderr.splitlines()
+    assert before and all(STATUS.fullmatch(line) for line in before), before
     assert re.fullmatch(r"Error: the question is \d+ tokens, too long for the model's context "
                         r"of \d+ tokens with 64 new tokens; shorten it or lower "
-                        r"--max-new-tokens\n", result.output)
+                        r"--max-new-tokens", error)
+
+
+def test_loading_and_retrieving_are_told_on_stderr_and_stdout_is_only_the_answer(
+        indexed, ragloop_home, monkeypatch):
+    monkeypatch.setenv("RAGLOOP_PROGRESS_SECONDS", "0")
+    result = run("ask", "Where are zebrafish settings?", *gen(), "--max-new-tokens", "8")
+    lines = result.stderr.splitlines()
+    assert all(STATUS.fullmatch(line) for line in lines), lines
+    assert [STATUS.fullmatch(line)[1] for line in lines] == ["Loading the model",
+                                                             "Retrieving passages"]
+    (row,) = Workspace(ragloop_home).db.query("select answer from asks")
+    assert result.stdout.startswith(row["answer"] + "\n\nSources:\n[1] ")
 
 
 def test_ask_before_index_and_unknown_adapter():

@@ -9,7 +9,7 @@ import click
 from ..ask import DEFAULT_GENERATOR, generate, load_generator, log_ask, prepare, resolve_adapter
 from ..search import MODES, Searcher
 from .app import cli, options_option, pass_workspace
-from .progress import stderr
+from .progress import status, stderr
 
 
 @cli.command()
@@ -42,8 +42,14 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
     if temperature < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--temperature")
     model = load_generator(ws, generator, options, adapter_path, compress)
-    answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
-                     searcher=searcher)
+    _check_before_loading(ws, model, compress)
+    # Status lines on stderr while nothing else shows (a spinner on a terminal); both end
+    # before the answer streams to stdout, so nothing is written between its pieces.
+    with status("Loading the model"):
+        model.context_length
+    with status("Retrieving passages"):
+        answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
+                         searcher=searcher)
     for note in answer.prompt.notes:
         stderr.print(f"Note: {note}.")
     stream = not (no_stream or as_json)
@@ -66,6 +72,19 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
     for s in sources:
         heading = f" ({s['heading']})" if s["heading"] else ""
         click.echo(f"[{s['n']}] {s['source']}{heading}")
+
+
+def _check_before_loading(ws, model, compress) -> None:
+    """What loading would refuse at once, refused before the loading line: a missing model
+    folder, a --compress method that cannot load on this machine."""
+    model.model_id
+    if compress:
+        from ..compression import for_loading
+        device = getattr(model.config, "device", "auto")
+        if device == "auto":             # as the generator picks it
+            import torch
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        for_loading(compress, None, ws).check(device)
 
 
 @cli.command()
