@@ -12,6 +12,7 @@ skipped, and an older indexed version of that file is removed.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fnmatch
 import hashlib
@@ -25,11 +26,22 @@ from . import filtering, registry
 from .config import build_config
 from .errors import RagloopError
 from .kinds import SkipFile
-from .vector_index import VectorIndex, deferred_interrupt, embed_text
+from .vector_index import (INDEX_NAME, VectorIndex, code_running_options, deferred_interrupt,
+                           embed_text)
 from .workspace import utcnow
 
 DEFAULT_CHUNKER = "tokens"
 BATCH_CHUNKS = 256
+# A document with more chunks is committed in pieces of this many, so that Ctrl-C keeps
+# what was done and a re-run continues from there; past BIG_DOCUMENT_CHARS the command
+# shows how far through the document it is.
+DOC_PIECE_CHUNKS = 1024
+BIG_DOCUMENT_CHARS = 1_000_000
+# content_hash prefixes of a document not fully indexed as the settings say: some of its
+# pieces committed, or chunked with settings the index no longer has. Neither is unchanged.
+PARTIAL = "partial:"
+STALE = "stale:"
+CHUNKING_SETTING = f"index.{INDEX_NAME}.chunker"
 
 
 @dataclass
@@ -42,6 +54,7 @@ class IndexReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     chunks_embedded: int = 0
     reconciled: dict | None = None
+    rechunked: str | None = None         # how the chunker settings changed, when they did
     filters: dict | None = None          # the filter chain's report, when one ran
 
 
@@ -198,15 +211,84 @@ def _rebuild(chunks) -> str:
     return "".join(parts)
 
 
+def _recorded_chunking(ws) -> dict | None:
+    try:
+        found = ws.get_setting(CHUNKING_SETTING)
+    except ValueError:
+        return None
+    if (isinstance(found, dict) and isinstance(found.get("name"), str)
+            and isinstance(found.get("options"), dict)):
+        return found
+    return None
+
+
+def _chunker_for(ws, name: str | None, given):
+    """(chunker, its settings, how they differ from the index's or None).
+
+    Chunking belongs to the index, like its embedder: without --chunker or chunker
+    options the recorded settings are used (an index that records none was chunked with
+    the defaults). Options given apply over the recorded ones of the same chunker, and if
+    the result differs while documents are indexed, every document is re-chunked."""
+    recorded = _recorded_chunking(ws)
+    effective = recorded or {"name": DEFAULT_CHUNKER, "options": {}}
+    chosen = name or effective["name"]
+    cls = registry.get_chunker(chosen)
+    base = {}
+    if chosen == effective["name"] and dataclasses.is_dataclass(cls.Config):
+        keep = {f.name for f in dataclasses.fields(cls.Config)} - code_running_options(cls.Config)
+        base = {k: v for k, v in effective["options"].items() if k in keep}
+    config = build_config(cls.Config, given, chosen, **base)
+    options = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    options = {k: v for k, v in json.loads(json.dumps(options, default=str)).items()
+               if k not in code_running_options(cls.Config)}
+    chunking = {"name": chosen, "options": options}
+    change = None
+    if recorded != chunking and ws.db["documents"].count:
+        before = recorded or {"name": DEFAULT_CHUNKER, "options": _defaults(effective["name"])}
+        change = _describe_change(before, chunking) if (name or given) else None
+    return cls(config, workspace=ws), chunking, recorded, change
+
+
+def _defaults(name: str) -> dict:
+    cls = registry.get_chunker(name)
+    config = cls.Config()
+    return json.loads(json.dumps(dataclasses.asdict(config) if dataclasses.is_dataclass(config)
+                                 else {}, default=str))
+
+
+def _describe_change(before: dict, after: dict) -> str | None:
+    if before["name"] != after["name"]:
+        return f"chunker {before['name']} to {after['name']}"
+    old, new = before["options"], after["options"]
+    diffs = [f"{k} {old.get(k)} to {new.get(k)}" for k in sorted(set(old) | set(new))
+             if old.get(k) != new.get(k)]
+    return ", ".join(diffs) or None
+
+
+class _Doc:
+    """A document on its way into the index. A huge one is committed in pieces: its row
+    holds PARTIAL + its hash until the last piece is in, so a re-run never takes it for
+    unchanged, and continues after the chunks already committed."""
+
+    def __init__(self, row: dict, digest: str, old_id, doc_id=None, seq: int = 0,
+                 replaces: bool = False):
+        self.row, self.digest, self.old_id = row, digest, old_id
+        self.doc_id, self.seq, self.replaces = doc_id, seq, replaces
+
+
+class _Restart(Exception):
+    """Resuming a partly committed document found other chunks than those committed."""
+
+
 class Indexer:
-    def __init__(self, ws, *, chunker: str = DEFAULT_CHUNKER, chunker_options=(), filters=(),
+    def __init__(self, ws, *, chunker: str | None = None, chunker_options=(), filters=(),
                  filter_options=(), embedder=None, embedder_options=(), store=None,
                  store_options=()):
         self.ws = ws
         self.db = ws.db
         self.index = VectorIndex(ws, embedder, embedder_options, store, store_options)
-        cls = registry.get_chunker(chunker)
-        self.chunker = cls(build_config(cls.Config, chunker_options, chunker), workspace=ws)
+        self.chunker, self.chunking, self._recorded_chunking, self._chunking_change = (
+            _chunker_for(ws, chunker, chunker_options))
         # Filters need every new document at once (dedup compares them), so with a chain
         # the files are loaded first and chunked only after the chain has run, in flush().
         self.filters = filtering.build_chain(ws, filters, "documents", filter_options)
@@ -216,26 +298,59 @@ class Indexer:
         # Named explicitly, an embedder is checked against the index at once; otherwise only
         # when something needs embedding, so an unchanged re-index never loads the model.
         self._explicit_embedder = bool(embedder or embedder_options)
-        self._batch: list[tuple[dict, list, int | None]] = []   # (doc row, chunks, old doc id)
+        self._batch: list[tuple[_Doc, list, bool]] = []      # (document, chunks, last piece)
         self._batch_chunks = 0
 
     # -- the pieces a command drives, so it can show progress between them --------------
 
-    def prepare(self, repair: bool = False, progress=None) -> None:
-        """Rebuild on --repair; otherwise mend an index left out of step by an interrupted run."""
+    def prepare(self, repair: bool = False, progress=None, prune_roots=()) -> None:
+        """Rebuild on --repair, else mend an index left out of step by an interrupted run;
+        then, when the chunker settings given differ from the index's, mark every document
+        for re-chunking (recorded with the settings, so an interrupted run still finishes)."""
         if repair:
             self.report.reconciled = self.index.rebuild(progress)
+        else:
+            if self._explicit_embedder:
+                self.index.check_embedder()
+            if self.index.problem():
+                self.report.reconciled = self.index.reconcile(progress)
+        if self.chunking == self._recorded_chunking:
             return
-        if self._explicit_embedder:
-            self.index.check_embedder()
-        if self.index.problem():
-            self.report.reconciled = self.index.reconcile(progress)
+        change = self._chunking_change
+        if change:
+            roots = [str(Path(r).expanduser().resolve()) for r in prune_roots]
+            gone = [p for p in self.known() if not Path(p).is_file()
+                    and not any(_under(p, r) for r in roots)]
+            if gone:
+                raise RagloopError(
+                    f"cannot re-chunk the index for the new chunker settings ({change}): "
+                    f"{len(gone)} indexed file(s) are gone, e.g. {gone[0]}; drop them with "
+                    f"`ragloop remove PATH` (or index --prune) first")
+        with deferred_interrupt(), self.db.atomic():
+            if change:
+                self.db.execute(
+                    f"update documents set content_hash = '{STALE}' || replace(content_hash, "
+                    f"'{PARTIAL}', '') where content_hash not like '{STALE}%'")
+            self.ws.set_setting(CHUNKING_SETTING, self.chunking)
+        self._recorded_chunking = self.chunking
+        self.report.rechunked = change
 
     def known(self) -> dict[str, tuple[int, str]]:
         return {r[0]: (r[1], r[2]) for r in self.db.execute(
             "select path, id, content_hash from documents")}
 
-    def add_file(self, path: Path, known: dict, progress=None) -> None:
+    def unfinished(self, seen, prune_roots=()) -> list[Path]:
+        """Indexed documents not yet (re)chunked as they should be and not among `seen`: a
+        huge document cut off mid-way, or one left by an interrupted re-chunk. Files that
+        are gone and that --prune will drop are left to it."""
+        roots = [str(Path(r).expanduser().resolve()) for r in prune_roots]
+        return [Path(p) for p, (_, digest) in sorted(self.known().items())
+                if p not in seen and digest.startswith((PARTIAL, STALE))
+                and (Path(p).exists() or not any(_under(p, r) for r in roots))]
+
+    def add_file(self, path: Path, known: dict, progress=None, document_progress=None) -> None:
+        """Index one file. `document_progress(path, done_chars, total_chars)` is called as a
+        document of more than BIG_DOCUMENT_CHARS is chunked, embedded and committed."""
         key = str(path)
         try:
             mode = os.stat(path).st_mode
@@ -272,20 +387,63 @@ class Indexer:
         if self.filters:
             self._pending.append((path, digest, old, loader, document))
             return
-        self._add_document(path, digest, old, loader, document, progress)
+        self._add_document(path, digest, old, loader, document, progress, document_progress)
 
-    def _add_document(self, path: Path, digest, old, loader, document, progress=None) -> None:
-        key = str(path)
-        chunks = self.chunker.chunk(document, self.index.embedder.count_tokens)
+    def _add_document(self, path: Path, digest, old, loader, document, progress=None,
+                      document_progress=None) -> None:
         info = path.stat()
-        row = {"path": key, "content_hash": digest, "size": info.st_size, "mtime": info.st_mtime,
-               "loader": loader.name, "metadata_json": json.dumps(document.metadata, default=str),
-               "warnings_json": json.dumps(document.warnings), "chunk_count": len(chunks),
+        row = {"path": str(path), "content_hash": digest, "size": info.st_size,
+               "mtime": info.st_mtime, "loader": loader.name,
+               "metadata_json": json.dumps(document.metadata, default=str),
+               "warnings_json": json.dumps(document.warnings), "chunk_count": 0,
                "indexed_at": utcnow()}
-        self._batch.append((row, chunks, old[0] if old else None))
+        committed = None
+        if old and old[1] == PARTIAL + digest:
+            committed = [tuple(r) for r in self.db.execute(
+                "select start_char, end_char from chunks where document_id = ? order by seq",
+                [old[0]])]
+        try:
+            self._chunk_and_queue(row, digest, old, committed, document, progress,
+                                  document_progress)
+        except _Restart:        # other settings cut it differently: replace it whole
+            self._chunk_and_queue(row, digest, old, None, document, progress,
+                                  document_progress)
+
+    def _chunk_and_queue(self, row, digest, old, committed, document, progress,
+                         document_progress) -> None:
+        if committed is not None:       # continue after the pieces already committed
+            doc = _Doc(row, digest, None, doc_id=old[0], seq=len(committed))
+        else:
+            doc = _Doc(row, digest, old[0] if old else None,
+                       replaces=bool(old) and not old[1].startswith(PARTIAL))
+        total = len(document.text)
+        report = document_progress if document_progress and total > BIG_DOCUMENT_CHARS else None
+        produce = getattr(self.chunker, "iter_chunks", None) or self.chunker.chunk
+        piece, skip, produced = [], committed or [], 0
+        for chunk in produce(document, self.index.embedder.count_tokens):
+            produced += 1
+            if report:          # the end is reported once the last piece is committed
+                report(row["path"], min(chunk.end_char, total - 1), total)
+            if produced <= len(skip):
+                if (chunk.start_char, chunk.end_char) != skip[produced - 1]:
+                    raise _Restart
+                continue
+            piece.append(chunk)
+            if len(piece) >= DOC_PIECE_CHUNKS:
+                self._queue(doc, piece, last=False)
+                piece = []
+                self.flush(progress)
+        if produced < len(skip):
+            raise _Restart
+        self._queue(doc, piece, last=True)
+        if self._batch_chunks >= BATCH_CHUNKS or doc.doc_id is not None:
+            self.flush(progress)        # a document begun in pieces is finished at once
+        if report:
+            report(row["path"], total, total)
+
+    def _queue(self, doc: _Doc, chunks: list, last: bool) -> None:
+        self._batch.append((doc, chunks, last))
         self._batch_chunks += len(chunks)
-        if self._batch_chunks >= BATCH_CHUNKS:
-            self.flush(progress)
 
     def flush(self, progress=None) -> None:
         """Embed the batch, then write rows, vectors and the index record together."""
@@ -296,24 +454,29 @@ class Indexer:
         texts = [embed_text(c.heading, c.text) for _, chunks, _ in self._batch for c in chunks]
         vectors = self.index.encode(texts, progress=progress) if texts else None
         with deferred_interrupt(), self.db.atomic():
-            stale_ids = []
-            new_ids = []
-            for row, chunks, old_id in self._batch:
-                if old_id is not None:
-                    stale_ids += [r[0] for r in self.db.execute(
-                        "select id from chunks where document_id = ?", [old_id])]
-                    self.db.execute("delete from documents where id = ?", [old_id])
-                    self.report.updated.append(row["path"])
-                else:
-                    self.report.added.append(row["path"])
-                doc_id = self.db["documents"].insert(row).last_pk
-                for seq, c in enumerate(chunks):
+            stale_ids, new_ids = [], []
+            for doc, chunks, last in self._batch:
+                if doc.doc_id is None:
+                    if doc.old_id is not None:
+                        stale_ids += [r[0] for r in self.db.execute(
+                            "select id from chunks where document_id = ?", [doc.old_id])]
+                        self.db.execute("delete from documents where id = ?", [doc.old_id])
+                    row = {**doc.row, "content_hash": doc.digest if last else PARTIAL + doc.digest}
+                    doc.doc_id = self.db["documents"].insert(row).last_pk
+                for c in chunks:
                     cur = self.db.execute(
                         "insert into chunks (document_id, seq, text, heading, start_char, end_char,"
                         " start_line, end_line) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [doc_id, seq, c.text, c.heading, c.start_char, c.end_char,
+                        [doc.doc_id, doc.seq, c.text, c.heading, c.start_char, c.end_char,
                          c.start_line, c.end_line])
                     new_ids.append(cur.lastrowid)
+                    doc.seq += 1
+                done = {"chunk_count": doc.seq}
+                if last:
+                    done.update(content_hash=doc.digest, indexed_at=utcnow())
+                    (self.report.updated if doc.replaces else self.report.added).append(
+                        doc.row["path"])
+                self.db["documents"].update(doc.doc_id, done)
             self.index.store.remove(stale_ids)
             if new_ids:
                 self.index.store.add(new_ids, vectors)

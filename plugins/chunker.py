@@ -86,9 +86,14 @@ class TokenChunker(Chunker):
     _counter = None
 
     def chunk(self, document: Document, count_tokens) -> list[Chunk]:
+        return list(self.iter_chunks(document, count_tokens))
+
+    def iter_chunks(self, document: Document, count_tokens):
+        """The chunks one at a time, in order, each as soon as it is cut: the indexer
+        embeds and commits a huge document's first chunks before the rest are cut."""
         text = document.text
         if not text.strip():
-            return []
+            return
         counter = self._counter
         if counter is None or counter.count != count_tokens:    # calibrate once per tokenizer
             counter = self._counter = _Counter(count_tokens, self.config.size)
@@ -99,15 +104,12 @@ class TokenChunker(Chunker):
         work = _Section(text, counter, budget, min(self.config.overlap, budget - 1),
                         budget * MAX_CHARS_PER_TOKEN)
         newlines = [m.start() for m in re.finditer("\n", text)]
-        chunks = []
         markdown = document.path.lower().endswith((".md", ".markdown"))
         for heading, paragraphs in sections(text, markdown):
             for start, end in work.pack(paragraphs):
-                chunks.append(Chunk(text=text[start:end], heading=heading,
-                                    start_char=start, end_char=end,
-                                    start_line=bisect_right(newlines, start - 1) + 1,
-                                    end_line=bisect_right(newlines, end - 1) + 1))
-        return chunks
+                yield Chunk(text=text[start:end], heading=heading, start_char=start,
+                            end_char=end, start_line=bisect_right(newlines, start - 1) + 1,
+                            end_line=bisect_right(newlines, end - 1) + 1)
 
 
 def sections(text: str, markdown: bool = False) -> list[tuple[str, list[tuple[int, int]]]]:
@@ -185,11 +187,11 @@ class _Section:
         self.overlap, self.max_chars = overlap, max_chars
 
     def pack(self, paragraphs):
-        units = [u for start, end in paragraphs for u in self.units(start, end)]
-        spans, current, tokens = [], [], 0
-        for unit in units:
+        """(start, end) spans, each yielded as soon as it is complete."""
+        current, tokens = [], 0
+        for unit in (u for start, end in paragraphs for u in self.units(start, end)):
             if current and (unit.glued or self.too_big(current, tokens, unit)):
-                spans.append((current[0].start, current[-1].end))
+                yield current[0].start, current[-1].end
                 tail = None if unit.glued else self.tail(current[-1])
                 current, tokens = ([tail], tail.tokens) if tail else ([], 0)
                 if tail and self.too_big(current, tokens, unit):
@@ -197,14 +199,13 @@ class _Section:
             tokens += unit.tokens + (self.count.join if current else 0)
             current.append(unit)
         if current:
-            spans.append((current[0].start, current[-1].end))
-        return spans
+            yield current[0].start, current[-1].end
 
     def too_big(self, current, tokens, unit) -> bool:
         return (tokens + self.count.join + unit.tokens > self.budget
                 or unit.end - current[0].start > self.max_chars)
 
-    def units(self, start: int, end: int) -> list[_Unit]:
+    def units(self, start: int, end: int):
         """The paragraph as one unit if it fits, else cut into pieces that do; pieces leave
         room for the overlap so that the next chunk can still start with it."""
         if end - start <= self.max_chars:
@@ -213,18 +214,18 @@ class _Section:
                 return [_Unit(start, end, tokens)]
         return self.cut(start, end, self.budget - self.overlap)
 
-    def cut(self, start: int, end: int, limit: int) -> list[_Unit]:
-        text, units, pos, glued = self.text, [], start, False
+    def cut(self, start: int, end: int, limit: int):
+        """The pieces of a long paragraph, lazily: a 50 MB line is never cut all at once."""
+        text, pos, glued = self.text, start, False
         chars_per_token = 4.0      # a first guess, then what the last piece measured
         while pos < end:
             stop, tokens = self.piece(pos, end, limit, chars_per_token)
-            units.append(_Unit(pos, stop, tokens, glued))
+            yield _Unit(pos, stop, tokens, glued)
             chars_per_token = max(1.0, (stop - pos) / max(tokens, 1))
             glued = stop < end and not text[stop].isspace()
             pos = stop
             while pos < end and text[pos].isspace():
                 pos += 1
-        return units
 
     def piece(self, pos: int, end: int, limit: int, chars_per_token: float):
         """(stop, tokens) of the next piece from `pos`: at most `limit` tokens, cut at the

@@ -280,3 +280,17 @@ def test_a_giant_line_of_words_is_cut_at_spaces(count):
     assert all(count(c.text) <= 100 for c in chunks)
     assert all(text[c.end_char - 1] != " " and (c.end_char == len(text) or
                text[c.end_char] == " ") for c in chunks)
+
+
+def test_chunks_of_a_giant_line_come_one_at_a_time(count, tokenizer):
+    """The indexer commits a huge document's first chunks while the rest is still to be
+    cut: the first chunk comes after reading only the start of the text."""
+    text = sentences(30000).replace(".", ",")          # about 2 MB, one line
+    chunks = TokenChunker(TokenChunkerConfig(size=100, overlap=10)).iter_chunks(
+        Document("giant.txt", text), count)
+    first = next(chunks)
+    assert first.start_char == 0 and count.chars < 20_000 < len(text) / 100
+    rest = list(chunks)
+    assert [(c.start_char, c.end_char) for c in [first, *rest]] == [
+        (c.start_char, c.end_char) for c in chunk(text, Counting(tokenizer),
+                                                  path="giant.txt", size=100, overlap=10)]

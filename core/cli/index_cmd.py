@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -21,6 +22,9 @@ def _summary(report) -> list[str]:
     lines = [f"Indexed: {n(report.added)} added, {n(report.updated)} updated, "
              f"{n(report.removed)} removed, {n(report.unchanged)} unchanged, "
              f"{n(report.skipped)} skipped; {report.chunks_embedded} chunks embedded."]
+    if report.rechunked:
+        lines.append(f"Chunker settings changed ({report.rechunked}): every indexed document "
+                     f"was re-chunked.")
     if report.reconciled:
         lines.append(_repair_line(report.reconciled))
     lines += [f"  skipped {display_path(p)}: {why}" for p, why in report.skipped]
@@ -40,6 +44,23 @@ def _repair_line(done: dict) -> str:
             f"removed, {_plural(done['missing_embedded'], 'missing chunk')} embedded.")
 
 
+class _DocumentProgress:
+    """A bar (or plain lines) for one huge document, in MB of its text, while it is chunked,
+    embedded and committed; gone when it is done."""
+
+    def __init__(self, progress):
+        self.progress, self.tasks = progress, {}
+
+    def __call__(self, path: str, done: int, total: int) -> None:
+        task = self.tasks.get(path)
+        if task is None:
+            task = self.tasks[path] = self.progress.add_task(
+                f"{Path(path).name} (MB)", total=round(total / 1e6, 1))
+        self.progress.update(task, completed=round(done / 1e6, 1))
+        if done >= total:
+            self.progress.remove_task(self.tasks.pop(path))
+
+
 @cli.command()
 @click.argument("paths", nargs=-1)
 @click.option("--glob", metavar="PATTERN", help="Only files whose name or relative path matches.")
@@ -49,7 +70,8 @@ def _repair_line(done: dict) -> str:
               help="Option for a filter in the chain, repeatable: --filter-option near-dedup.threshold=0.9.")
 @click.option("--prune", is_flag=True, help="Drop documents whose files were deleted.")
 @click.option("--repair", is_flag=True, help="Re-embed every stored chunk into a fresh vector index.")
-@click.option("--chunker", default="tokens", show_default=True, help="Chunker plugin.")
+@click.option("--chunker", default=None, help="Chunker plugin (default: the index's, else "
+              "tokens).")
 @click.option("--embedder", default=None, help="Embedder plugin (default: the index's, "
               "else sentence-transformers).")
 @click.option("--store", default=None, help="Vector store plugin (default: faiss).")
@@ -62,7 +84,8 @@ def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embe
 
     Unchanged files are skipped (content hash); changed files replace their chunks.
     Plugin options go to a part: -o chunker.size=300 -o embedder.batch_size=64
-    -o store.kind=flat.
+    -o store.kind=flat. The index keeps its chunker settings; naming other ones re-chunks
+    every indexed document.
     """
     if not paths and not repair:
         raise click.UsageError("give files or folders to index, or --repair")
@@ -77,13 +100,22 @@ def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embe
     try:
         with progress_bar(as_json) as progress:
             task = progress.add_task("Embedding", total=None)
-            indexer.prepare(repair, progress=lambda n: progress.advance(task, n))
+            embedded = lambda n: progress.advance(task, n)  # noqa: E731
+            indexer.prepare(repair, progress=embedded, prune_roots=paths if prune else ())
             known = indexer.known()
             files_task = progress.add_task("Files", total=len(files))
+            big = _DocumentProgress(progress)
             for path in files:
-                indexer.add_file(path, known, progress=lambda n: progress.advance(task, n))
+                indexer.add_file(path, known, progress=embedded, document_progress=big)
                 progress.advance(files_task)
-            indexer.flush(progress=lambda n: progress.advance(task, n))
+            # documents left half done by an interrupted run, wherever they are
+            rest = indexer.unfinished({str(p) for p in files}, paths if prune else ())
+            if rest:
+                progress.update(files_task, total=len(files) + len(rest))
+            for path in rest:
+                indexer.add_file(path, known, progress=embedded, document_progress=big)
+                progress.advance(files_task)
+            indexer.flush(progress=embedded)
             if prune:
                 indexer.prune(paths, {str(p) for p in files})
     except KeyboardInterrupt:
