@@ -1,15 +1,19 @@
 """Compressing a model: `ragloop compress` and quantize-on-load (`--compress METHOD`).
 
-A compressed folder is an ordinary transformers checkpoint (safetensors) plus
-`ragloop-compress.json`: the method, its options, where the weights came from, and the
-report. Pruned folders hold the pruned weights. Quantized folders hold the full-precision
-weights and loading applies the recorded quantization again (under a second for
-SmolLM2-135M), so no tensor subclass is ever pickled or unpickled and other tools read the
-folder as the plain model. Folders are written beside their final place and renamed into it.
+A compressed folder is a transformers checkpoint (safetensors) plus `ragloop-compress.json`:
+the method, its options, where the weights came from, what the folder stores, and the
+report. Pruned folders hold the pruned weights. Quantized folders hold the quantized
+weights where the method gives a transformers quantization config for them
+(`Compressor.quantization_config(model)`; torchao's int8 methods: int8 data + scales in
+transformers' torchao safetensors format, so `from_pretrained` gives the quantized model
+back and no tensor subclass is ever pickled); otherwise (int4, bitsandbytes) they hold the
+full-precision weights, quantized again on load. Either way loading applies the recorded
+method, which only does what the folder could not store (the CPU int8 kernel swap). Folders
+are written beside their final place and renamed into it.
 
     load_compressor(name, options=(), workspace=None) -> Compressor
     for_loading(name, folder, workspace=None) -> Compressor | None
-    read_recipe(folder) -> dict | None
+    read_recipe(folder) -> dict | None     holds_quantized(folder) -> bool
     weight_stats(model) -> dict        held_out_texts(ws, eval_text) -> (texts, source)
     token_ids(tokenizer, texts, count) -> list[int]
     perplexity(model, ids) -> (ppl, tokens scored)     windows(ids) -> LongTensor
@@ -21,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 from . import __version__, registry
@@ -57,17 +63,32 @@ def read_recipe(folder) -> dict | None:
         raise RagloopError(f"{path} is not valid JSON ({exc}); compress the model again") from None
 
 
+def holds_quantized(folder) -> bool:
+    """Whether a folder stores quantized weights (its config.json has a quantization_config),
+    which load only as that quantized model."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("quantization_config"))
+
+
 def for_loading(name: str | None, folder: str | None, workspace=None):
     """What a generator applies after loading: the compressor named (--compress), else the
     quantization a compressed folder records, else None."""
+    recipe = read_recipe(folder) if folder else None
     if name:
         compressor = load_compressor(name, (), workspace)
         if compressor.kind != "quantize":
             raise RagloopError(f"--compress quantizes as the model loads, and {name} is a "
                                f"{compressor.kind} method; write a pruned folder with `ragloop "
                                f"compress --method {name} --out DIR` and load that")
-        return compressor
-    recipe = read_recipe(folder) if folder else None
+        if not (recipe and recipe.get("kind") == "quantize" and holds_quantized(folder)):
+            return compressor
+        if recipe.get("method") != name:    # its full-precision weights are not in the folder
+            raise RagloopError(f"{folder} holds weights quantized with {recipe.get('method')} "
+                               f"already; drop --compress, or quantize the model it came from "
+                               f"({recipe.get('checkpoint')}) with --compress {name}")
     if not recipe or recipe.get("kind") != "quantize":
         return None
     if recipe.get("method") not in registry.names("compressor"):
@@ -205,6 +226,36 @@ def _save_dtype(choice: str, checkpoint_dtype, adapter):
     return torch.float32
 
 
+def _weights_bytes(folder) -> int | None:
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors")) if folder.is_dir() \
+        else None
+
+
+def _is_subclass(tensor) -> bool:
+    import torch
+    return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
+
+
+def _store_quantized(plain: Path, tmp: Path, storage, work_dtype, saved_dtype) -> str:
+    """Reload the full-precision folder `plain` through transformers with the method's
+    quantization config and save it into `tmp` quantized; say what was stored. Quantizing
+    the saved-precision weights in the working dtype is what loading them used to do, so the
+    integer data is the same as `ask --compress` computes in memory."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(plain, dtype=work_dtype,
+                                                 quantization_config=storage)
+    quantized = Counter(type(p).__name__ for p in model.parameters() if _is_subclass(p))
+    for p in model.parameters():          # norms and embeddings stay at the saved precision
+        if not _is_subclass(p) and p.is_floating_point():
+            p.data = p.data.to(saved_dtype)
+    model.config.dtype = saved_dtype
+    model.save_pretrained(tmp, safe_serialization=True)
+    kinds = ", ".join(sorted(quantized))
+    return (f"quantized weights of {sum(quantized.values())} layers ({kinds}: integer data + "
+            f"scales), the rest {str(saved_dtype).removeprefix('torch.')}")
+
+
 def check_out(out: Path) -> Path:
     out = Path(out).expanduser()
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -225,6 +276,10 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
     texts, text_source = (held_out_texts(ws, eval_text) if eval_tokens + calibrate
                           else (None, None))
     checkpoint, model_id = _source(ws, model)
+    if Path(checkpoint).is_dir() and holds_quantized(checkpoint):
+        origin = (read_recipe(checkpoint) or {}).get("checkpoint")
+        raise RagloopError(f"{checkpoint} holds quantized weights; compress the full-precision "
+                           f"model it came from{f' ({origin})' if origin else ''} instead")
     meta = _adapter(ws, adapter, model_id)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     compressor.check(device)
@@ -258,16 +313,32 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
         else:
             result = compressor.compress(base)
         report["after"] = weight_stats(result)
+        storage = (getattr(compressor, "quantization_config", lambda model: None)(result)
+                   if compressor.kind != "prune" else None)
+        plain = tmp / ".full-precision" if storage is not None else tmp
         # Saved and then measured at the saved precision, so the numbers are the folder's.
-        result.to(saved_dtype).save_pretrained(tmp, safe_serialization=True)
+        result.to(saved_dtype).save_pretrained(plain, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         result.to(work_dtype)
+        dtype_name = str(saved_dtype).removeprefix("torch.")
+        report["stored"] = f"{dtype_name} weights"
         if compressor.kind != "prune":
+            from transformers import AutoModelForCausalLM
             extra = compressor.load_kwargs(device)
-            if extra:
-                from transformers import AutoModelForCausalLM
-                result = AutoModelForCausalLM.from_pretrained(tmp, **extra)
+            if storage is not None:
+                report["stored"] = _store_quantized(plain, tmp, storage, work_dtype, saved_dtype)
+                shutil.rmtree(plain)
+                # Measure what `ask -o model=DIR` gets: the folder loaded, then the method.
+                result = AutoModelForCausalLM.from_pretrained(tmp, dtype=work_dtype).to(device)
+            else:
+                why = getattr(compressor, "not_stored", "")
+                report["stored"] = (f"full-precision {dtype_name} weights, quantized again on "
+                                    f"load{f' ({why})' if why else ''}")
+                if extra:
+                    result = AutoModelForCausalLM.from_pretrained(tmp, **extra)
             result = compressor.compress(result)
+        report["weights_bytes"] = _weights_bytes(tmp)
+        report["source_weights_bytes"] = _weights_bytes(checkpoint)
         report["compress_s"] = round(time.perf_counter() - tick, 2)
         if eval_tokens:
             report["perplexity_after"], _ = perplexity(result, ids[:eval_tokens])

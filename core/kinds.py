@@ -264,9 +264,10 @@ class Compressor(Component):
     """Quantizes or prunes a model (a transformers causal LM, a `torch.nn.Module`).
 
     `kind` says what a saved folder holds. "prune": the changed weights themselves, which load
-    as an ordinary model. "quantize": the full-precision weights plus a recipe
-    (`ragloop-compress.json`), and loading applies `compress` again (about a second), so the
-    folder never holds a pickled tensor subclass and loads anywhere the weights do.
+    as an ordinary model. "quantize": a recipe (`ragloop-compress.json`) beside the quantized
+    weights when the class defines `quantization_config(model)` (a transformers config to
+    save them with, in safetensors), else beside the full-precision weights (its `not_stored`
+    says why); loading applies `compress` again, which skips weights already quantized.
     """
 
     kind: ClassVar[str] = "quantize"          # or "prune"

@@ -27,6 +27,8 @@ class Nf4Config:
 
 class _Bnb(Compressor):
     kind = "quantize"
+    # `ragloop compress` keeps full-precision weights: bitsandbytes quantizes them as they load.
+    not_stored = "bitsandbytes quantizes the weights as they load, on CUDA"
 
     def check(self, device: str) -> None:
         import torch

@@ -11,10 +11,16 @@ SmolLM2-135M, one token per step: int8 dynamic 0.55 ms against 0.21 ms for float
 CPU `torchao-int8-dynamic` takes torchao's quantized weights and scales and multiplies them
 with `torch._int_mm` directly, and `torchao-int4` feeds its CPU kernel bfloat16 activations,
 the only input it is fast with. docs/compression.md has the numbers.
+
+`ragloop compress` stores the int8 methods' quantized weights (int8 data + scales, through
+transformers' torchao safetensors format, never a pickle); loading the folder gives torchao's
+int8 tensors back and `compress` only does what is left (the CPU kernel swap). torchao cannot
+save its CPU int4 layout, so int4 folders hold full-precision weights quantized on load.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +56,30 @@ def _targets(model, include_head: bool, fits=lambda linear: True, why: str = "")
     if not count:
         raise RagloopError(f"this model has no Linear layer to quantize{why}")
     return wanted, count
+
+
+def _stored(tensor) -> bool:
+    """Whether a weight is already a quantized tensor subclass (loaded from a folder that
+    `ragloop compress` wrote), so quantizing it again is skipped."""
+    import torch
+    return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
+
+
+def _quantize(model, config, wanted) -> None:
+    """torchao's quantize_ on the wanted layers that are not quantized already."""
+    fresh = lambda m, fqn="": wanted(m) and not _stored(m.weight)  # noqa: E731
+    if any(fresh(m) for m in model.modules()):
+        torchao().quantize_(model, config, filter_fn=fresh)
+
+
+def _storage(model, config, wanted):
+    """transformers' TorchAoConfig that quantizes exactly the wanted layers of `model` (the
+    others are listed as modules not to convert), for saving them quantized."""
+    import torch
+    from transformers import TorchAoConfig
+    keep = [re.escape(name) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not wanted(m)]
+    return TorchAoConfig(config, modules_to_not_convert=keep)
 
 
 def _swap(model, make, wanted) -> None:
@@ -164,24 +194,34 @@ class TorchaoInt8(_Torchao):
     description = "torchao int8 weight-only: a quarter of the weight memory; slower on CPU."
     Config = Int8Config
 
+    def _ao_config(self):
+        return torchao().Int8WeightOnlyConfig()
+
+    def quantization_config(self, model):
+        """How `ragloop compress` stores the quantized weights: int8 data and scales."""
+        wanted, _ = _targets(model, self.config.include_lm_head)
+        return _storage(model, self._ao_config(), wanted)
+
     def compress(self, model):
-        ao = torchao()
         wanted, count = _targets(model, self.config.include_lm_head)
-        ao.quantize_(model, ao.Int8WeightOnlyConfig(), filter_fn=wanted)
+        _quantize(model, self._ao_config(), wanted)
         self.summary = (f"{count} Linear layers to int8 weights (torchao Int8Tensor)"
                         f"{_head_note(self.config.include_lm_head)}")
         return model
 
 
-class TorchaoInt8Dynamic(_Torchao):
+class TorchaoInt8Dynamic(TorchaoInt8):
     name = "torchao-int8-dynamic"
     description = "torchao int8 weights + int8 dynamic activations: the fast one on CPU."
     Config = Int8DynamicConfig
 
+    def _ao_config(self):
+        return torchao().Int8DynamicActivationInt8WeightConfig()
+
     def compress(self, model):
         ao = torchao()
         wanted, count = _targets(model, self.config.include_lm_head)
-        ao.quantize_(model, ao.Int8DynamicActivationInt8WeightConfig(), filter_fn=wanted)
+        _quantize(model, self._ao_config(), wanted)
         kernel = "torchao Int8Tensor"
         if self.config.kernel == "auto" and _device(model) == "cpu":
             fast = modules()["Int8DynamicLinear"]
@@ -197,6 +237,9 @@ class TorchaoInt4(_Torchao):
     name = "torchao-int4"
     description = "torchao int4 weight-only (groupwise); CPU needs native bfloat16."
     Config = Int4Config
+    # No quantization_config: `ragloop compress` keeps full-precision weights, and says why.
+    not_stored = ("torchao cannot save its CPU int4 layout (Int4OpaqueTensor) in safetensors, "
+                  "and ragloop loads no pickles")
 
     def _bf16(self) -> bool:
         choice = self.config.activation_dtype

@@ -36,7 +36,7 @@ def ask(*more):
     return json.loads(out)
 
 
-def test_quantized_folder_holds_plain_weights_and_a_recipe_and_ask_loads_it(tmp_path, indexed):
+def test_quantized_folder_holds_int8_weights_and_a_recipe_and_ask_loads_it(tmp_path, indexed):
     out = tmp_path / "int8"
     report = json.loads(compress(out, "torchao-int8-dynamic", "--json").stdout)
     assert report["kind"] == "quantize" and report["eval_tokens"] == 298
@@ -44,6 +44,9 @@ def test_quantized_folder_holds_plain_weights_and_a_recipe_and_ask_loads_it(tmp_
     files = sorted(p.name for p in out.iterdir())
     assert "model.safetensors" in files and RECIPE in files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert files == sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert report["stored"].startswith("quantized weights of 14 layers (Int8Tensor")
+    assert report["weights_bytes"] < report["source_weights_bytes"]
     recipe = json.loads((out / RECIPE).read_text())
     assert (recipe["method"], recipe["config"]) == ("torchao-int8-dynamic",
                                                     {"include_lm_head": False, "kernel": "auto"})
@@ -103,11 +106,17 @@ def test_adapter_is_merged_before_compressing(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(tiny_causal_lm())
     peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
     peft.save_pretrained(tmp_path / "adapter")
+    unmerged = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
     merged = peft.merge_and_unload().state_dict()["model.layers.0.self_attn.q_proj.weight"]
     out = tmp_path / "c"
     compress(out, "torchao-int8", "--adapter", tmp_path / "adapter", "--eval-tokens", "0")
-    saved = load_file(out / "model.safetensors")["model.layers.0.self_attn.q_proj.weight"]
-    assert torch.allclose(saved, merged)
+    # The folder holds int8 data and a scale per row: the merged weight within half a step.
+    saved = load_file(out / "model.safetensors")
+    qdata = saved["model.layers.0.self_attn.q_proj._weight_qdata"]
+    scale = saved["model.layers.0.self_attn.q_proj._weight_scale"]
+    assert qdata.dtype == torch.int8 and scale.shape == (qdata.shape[0], 1)
+    assert ((qdata.float() * scale - merged).abs() <= scale / 2 * 1.001).all()
+    assert (merged - unmerged).abs().max() > scale.max(), "the adapter moved the weights"
     recipe = json.loads((out / RECIPE).read_text())
     assert recipe["adapter"]["path"] == str((tmp_path / "adapter").resolve())
     assert recipe["dtype"] == "float32"

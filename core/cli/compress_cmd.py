@@ -36,9 +36,11 @@ from .progress import stderr
 def compress(ws, method, model, adapter, out, eval_text, eval_tokens, dtype, options, as_json):
     """Quantize or prune a model into a folder that loads again (`ask -o model=DIR`).
 
-    Pruned folders hold the pruned weights; quantized ones hold the full-precision weights
-    and a recipe that is applied again on load. Reports parameters, zeroed weights and
-    perplexity on held-out text before and after. `-o key=value` sets the method's options.
+    Pruned folders hold the pruned weights; torchao-int8 and -int8-dynamic folders hold the
+    int8 weights and scales (safetensors); int4 and bitsandbytes folders hold full-precision
+    weights quantized again on load. Reports parameters, zeroed weights, what the folder
+    stores and its size, and perplexity on held-out text before and after. `-o key=value`
+    sets the method's options.
     """
     if not method:
         click.echo("\n".join(_listing()))
@@ -62,12 +64,23 @@ def compress(ws, method, model, adapter, out, eval_text, eval_tokens, dtype, opt
     click.echo(f"  zero weights {before['zeros']:,} -> {after['zeros']:,} of "
                f"{after['linear_weights']:,} Linear weights "
                f"({after['zeros'] / max(after['linear_weights'], 1):.1%})")
+    source = report.get("source_weights_bytes")
+    click.echo(f"  stored       {_size(report['weights_bytes'])} of weights"
+               f"{f' (source {_size(source)})' if source else ''}: {report['stored']}")
     if "perplexity_after" in report:
         click.echo(f"  perplexity   {report['perplexity_before']:.2f} -> "
                    f"{report['perplexity_after']:.2f} ({report['eval_tokens']:,} tokens of "
                    f"{report['eval_source']})")
     click.echo(f"  took {report['seconds']} s; use it with: ragloop ask -o model={report['out']} "
                f"\"...\"")
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if count < 1000 or unit == "MB":
+            return f"{count:,} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return ""
 
 
 def _listing() -> list[str]:
