@@ -3,13 +3,15 @@
     job = prepare_distillation(ws, teacher, student, method="logits", questions=None,
                                data=None, settings=TrainSettings(), name=None, options=(),
                                max_new_tokens=128)
+    answer_prompts(job, progress=None)                    # optional: the teacher answers
     result = run_distillation(ws, job, listeners=())      # -> TrainResult
 
-The teacher is a model (folder or hub id) or an adapter of the workspace (name or folder).
+The teacher is a model (folder, hub id or the generator's packaged model) or an adapter of
+the workspace (name or folder); an adapter runs on the base model it records.
 The rows are prompts with the teacher's answers: the workspace's logged questions (or
 `questions`, a file in the `rate --questions` formats) with their retrieved passages, as
-`ask` builds them, or the prompts of a `data` file in the `prefs export` formats. A
-distiller plugin (`register_distillers`) gets the job with its rows and trains the student
+`ask` builds them, or the prompts of a `data` file in the `prefs export` formats; the
+teacher answers them (`answer_prompts`) before the distiller runs. A distiller plugin (`register_distillers`) gets the job with its rows and trains the student
 through the training core with `train_student`, so a distilled student is a run with a run
 folder and an adapter (or, with settings.full, a model) registered with its lineage.
 """
@@ -18,12 +20,15 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import registry
 from .adapters import METADATA, get_adapter
 from .errors import RagloopError
+from .quiet import quiet_library_logs
 from .training import TrainSettings, prepare_training, run_training
 from .training_data import select
 
@@ -53,6 +58,17 @@ class DistillJob:
     max_new_tokens: int = 128
     rows: list[dict] = field(default_factory=list)     # prompts with the teacher's answers
     notes: list[str] = field(default_factory=list)
+    student_model: str = ""         # the student's checkpoint folder or hub id
+
+
+def checkpoint(ws, model: str) -> str:
+    """The folder or hub id the generator loads `model` from: the packaged model's name
+    becomes its converted folder, a folder its absolute path."""
+    from .ask import DEFAULT_GENERATOR, load_generator
+    generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"])
+    if not hasattr(generator, "checkpoint"):
+        raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to load")
+    return generator.checkpoint()
 
 
 def resolve_teacher(ws, spec: str) -> Teacher:
@@ -64,7 +80,7 @@ def resolve_teacher(ws, spec: str) -> Teacher:
         meta = json.loads((folder / METADATA).read_text(encoding="utf-8"))
         meta["path"] = str(folder.resolve())
     else:
-        return Teacher(spec, str(folder.resolve()) if folder.is_dir() else spec)
+        return Teacher(spec, checkpoint(ws, spec))
     if meta.get("kind") == "full":
         return Teacher(spec, meta["path"])
     return Teacher(spec, meta["base_model"], meta["path"])
@@ -101,12 +117,20 @@ def prepare_distillation(ws, teacher: str, student: str, *, method: str = DEFAUL
     if max_new_tokens < 1:
         raise RagloopError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
     job = DistillJob(method, resolve_teacher(ws, teacher), student, settings or TrainSettings(),
-                     name, tuple(options), [], "", max_new_tokens)
+                     name, tuple(options), [], "", max_new_tokens,
+                     student_model=checkpoint(ws, student))
     check = getattr(cls(workspace=ws), "check", None)
     if check is not None:
         check(job)                  # e.g. logits: the tokenizers must match
     job.prompts, job.source = _prompts(ws, job.teacher, questions, data)
     return job
+
+
+def answer_prompts(job: DistillJob, progress=None) -> list[dict]:
+    """Fill job.rows with the teacher's answers (once); `progress(n)` is told of each."""
+    if not job.rows:
+        job.rows = teacher_answers(job, progress)
+    return job.rows
 
 
 def teacher_answers(job: DistillJob, progress=None) -> list[dict]:
@@ -116,7 +140,7 @@ def teacher_answers(job: DistillJob, progress=None) -> list[dict]:
     rows = []
     for item in job.prompts:
         ids = tokenizer(item["prompt"], add_special_tokens=False, return_tensors="pt")
-        with torch.no_grad():
+        with torch.no_grad(), _library_noise_hidden():
             out = model.generate(**ids, max_new_tokens=job.max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -126,17 +150,31 @@ def teacher_answers(job: DistillJob, progress=None) -> list[dict]:
     return rows
 
 
+@contextmanager
+def _library_noise_hidden():
+    """transformers' and peft's bars, logs and deprecation notes speak to library authors
+    about each other's APIs; stderr is for ragloop's own progress lines."""
+    quiet_library_logs("transformers", "peft", "huggingface_hub")
+    import transformers
+    transformers.logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
 def load_teacher(teacher: Teacher):
     """(model in eval mode, tokenizer); a LoRA teacher is merged into its base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(teacher.adapter or teacher.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(teacher.model, dtype=torch.float32)
-    if teacher.adapter:
-        from peft import PeftModel
-        model = PeftModel.from_pretrained(model, teacher.adapter).merge_and_unload()
+    with _library_noise_hidden():
+        tokenizer = AutoTokenizer.from_pretrained(teacher.adapter or teacher.model)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(teacher.model, dtype=torch.float32)
+        if teacher.adapter:
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(model, teacher.adapter).merge_and_unload()
     return model.eval(), tokenizer
 
 
@@ -164,6 +202,8 @@ def train_student(ws, job: DistillJob, training_method: str, options=(), listene
 
 
 def run_distillation(ws, job: DistillJob, listeners=()):
-    """Have the distiller train the student; returns the TrainResult."""
+    """Have the teacher answer (unless answer_prompts did) and the distiller train the
+    student; returns the TrainResult."""
     distiller = registry.get("distiller", job.method)(workspace=ws)
+    answer_prompts(job)
     return distiller.distill(job, listeners)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ragloop.core.distillation import Teacher, teacher_answers, train_student
+from ragloop.core.distillation import Teacher, answer_prompts, train_student
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Distiller
@@ -98,13 +98,14 @@ class LogitDistiller(Distiller):
     description = "Student matches the teacher's token distributions (shared tokenizer)."
 
     def check(self, job) -> None:
-        if _vocab(job.teacher.adapter or job.teacher.model) != _vocab(job.student):
+        student = job.student_model or job.student
+        if _vocab(job.teacher.adapter or job.teacher.model) != _vocab(student):
             raise RagloopError(f"teacher {job.teacher.spec} and student {job.student} have "
                                f"different tokenizers, so their logits cannot be compared; "
                                f"use --method sequences")
 
     def distill(self, job, listeners=()):
-        job.rows = teacher_answers(job)
+        answer_prompts(job)
         options = [f"teacher={job.teacher.model}",
                    f"teacher_adapter={job.teacher.adapter or ''}"]
         return train_student(self.workspace, job, "distill-logits", options, listeners)

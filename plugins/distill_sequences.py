@@ -4,7 +4,7 @@ by the `sft` training method."""
 
 from __future__ import annotations
 
-from ragloop.core.distillation import teacher_answers, train_student
+from ragloop.core.distillation import answer_prompts, train_student
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Distiller
 
@@ -14,7 +14,7 @@ class SequenceDistiller(Distiller):
     description = "Student SFT-trained on the teacher's answers (any tokenizers)."
 
     def distill(self, job, listeners=()):
-        job.rows = teacher_answers(job)
+        answer_prompts(job)
         return train_student(self.workspace, job, "sft", listeners=listeners)
 
 

@@ -72,6 +72,21 @@ def read_marker(folder: Path) -> dict | None:
         return None
 
 
+def converted_id(fp: str, name: str = PACKAGED_MODEL) -> str:
+    """The model id of the model converted from the GGUF file with fingerprint `fp`: the same
+    whether it is named by its packaged name or by the folder it was converted into."""
+    return f"{name}@{fp}"
+
+
+def marker_id(folder: Path) -> str | None:
+    """The id a converted folder records in its marker (markers written before the id was
+    recorded belong to the packaged model); None for a folder ragloop did not convert."""
+    marker = read_marker(Path(folder))
+    if not isinstance(marker, dict) or not marker.get("gguf_fingerprint"):
+        return None
+    return marker.get("model_id") or converted_id(marker["gguf_fingerprint"])
+
+
 def converted_checkpoint(gguf: Path, models_dir: Path, name: str = PACKAGED_MODEL,
                          announce=None) -> Path:
     """The folder of the converted checkpoint, converting first if it is missing or was made
@@ -93,7 +108,8 @@ def converted_checkpoint(gguf: Path, models_dir: Path, name: str = PACKAGED_MODE
     try:
         started = time.perf_counter()
         convert_gguf(gguf, tmp)
-        info = {"gguf": str(gguf), "gguf_fingerprint": fp, "dtype": "bfloat16",
+        info = {"gguf": str(gguf), "gguf_fingerprint": fp, "model_id": converted_id(fp, name),
+                "dtype": "bfloat16",
                 "seconds": round(time.perf_counter() - started, 2),
                 "converted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         # The marker is written last: a folder with a matching marker is complete.

@@ -17,15 +17,32 @@ from ragloop.core.compression import for_loading
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Generator
-from ragloop.plugins.gguf_convert import (PACKAGED_MODEL, converted_checkpoint, fingerprint,
-                                          models_cache_dir, packaged_gguf)
-from ragloop.plugins.hf_common import (library_warnings_hidden, looks_like_path,
-                                       quiet_transformers, short_error, token_encoder)
+from ragloop.plugins.gguf_convert import (PACKAGED_MODEL, converted_checkpoint, converted_id,
+                                          fingerprint, marker_id, models_cache_dir,
+                                          packaged_gguf)
+from ragloop.plugins.hf_common import (content_id, hub_cache_repo, library_warnings_hidden,
+                                       looks_like_path, quiet_transformers, short_error,
+                                       token_encoder)
 from ragloop.plugins.hf_stream import stream_generate
 
 # Beyond this, a CPU spends minutes on one prompt; models advertising 128k rarely need it here.
 DEFAULT_CONTEXT_CAP = 8192
 TOP_P = 0.95                     # nucleus sampling when temperature > 0
+
+
+def model_identity(folder, workspace=None) -> str:
+    """The id of the model in `folder`, equal to its id under any other name: a folder
+    converted from the packaged GGUF has the packaged model's id (its marker records it), a
+    snapshot in the hub cache has its hub id, and any other folder an id of its config and
+    weights (hf_common.content_id), never of its path. Adapters record this id of their
+    base, and are refused on a model with another."""
+    folder = Path(folder).expanduser().resolve()
+    known = marker_id(folder) or hub_cache_repo(folder)
+    if known:
+        return known
+    announce = lambda message: click.echo(message, err=True)  # noqa: E731
+    return content_id(folder, models_cache_dir(workspace) if workspace is not None else None,
+                      announce=announce)
 
 
 @dataclass
@@ -95,14 +112,15 @@ class TransformersGenerator(Generator):
         name = self.config.model.strip()
         if name == PACKAGED_MODEL:
             gguf = packaged_gguf()
-            self._model_id = f"{PACKAGED_MODEL}@{fingerprint(gguf)}"
+            self._model_id = converted_id(fingerprint(gguf))
             announce = lambda message: click.echo(message, err=True)  # noqa: E731
             folder = converted_checkpoint(gguf, models_cache_dir(self.workspace),
                                           announce=announce)
             return str(folder), True
         path = Path(name).expanduser()
         if path.is_dir():
-            self._model_id = str(path.resolve())
+            if self._model_id is None:
+                self._model_id = model_identity(path, self.workspace)
             return str(path.resolve()), True
         if path.exists() or looks_like_path(name):
             raise RagloopError(f"model folder {name!r} does not exist; pass an existing folder "
@@ -169,7 +187,7 @@ class TransformersGenerator(Generator):
             raise RagloopError(f"cannot load the model in {source} ({short_error(exc)}); point "
                                f"-o model= at a transformers causal-LM folder") from None
         if not tokenizer.chat_template:
-            raise RagloopError(f"the model {self._model_id} has no chat template; use an "
+            raise RagloopError(f"the model {source} has no chat template; use an "
                                f"instruct/chat model")
         if not extra:                         # quantized-on-load models are placed already
             model.to(device)
@@ -179,7 +197,7 @@ class TransformersGenerator(Generator):
                 with library_warnings_hidden():
                     model = PeftModel.from_pretrained(model, str(adapter))
             except Exception as exc:
-                raise RagloopError(f"cannot apply adapter {adapter} to {self._model_id} "
+                raise RagloopError(f"cannot apply adapter {adapter} to {source} "
                                    f"({short_error(exc)}); was it trained on this model?") from None
         model.eval()
         if compressor is not None:

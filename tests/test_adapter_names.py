@@ -10,6 +10,7 @@ import pytest
 from cli_helpers import emb, run
 from ragloop.core.ask import ADAPTER_SETTING
 from ragloop.core.workspace import Workspace
+from ragloop.plugins.hf_generator import model_identity
 from test_train import one_line_error
 from tiny_models import tiny_causal_lm
 
@@ -21,7 +22,7 @@ def fake_adapter(folder: Path, **record) -> Path:
     folder.mkdir(parents=True)
     (folder / "ragloop-adapter.json").write_text(json.dumps(
         {"name": folder.name, "kind": "lora", "method": "dpo", "base_model": str(tiny_causal_lm()),
-         "base_model_id": str(Path(tiny_causal_lm()).resolve()), **record}))
+         "base_model_id": model_identity(tiny_causal_lm()), **record}))
     (folder / "adapter_config.json").write_text("{}")
     return folder
 

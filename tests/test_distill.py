@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ragloop.plugins.hf_generator import model_identity
 from tiny_models import make_tiny_causal_lm, tiny_causal_lm
 from test_train import nothing_written, one_line_error, run, write
 
@@ -38,7 +39,7 @@ def test_the_students_loss_against_the_teacher_falls(method, models, tmp_path, r
     lineage = meta["distillation"]
     assert lineage["teacher"] == models[0] and lineage["method"] == method
     assert lineage["run_id"] == result["run_id"] and lineage["prompts"] == 8
-    assert meta["kind"] == "full" and meta["base_model_id"] == str(Path(models[1]).resolve())
+    assert meta["kind"] == "full" and meta["base_model_id"] == model_identity(models[1])
     assert meta["method"] == ("distill-logits" if method == "logits" else "sft")
 
 

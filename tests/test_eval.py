@@ -12,6 +12,7 @@ from ragloop.core.adapters import save_adapter
 from ragloop.core.ids import new_id
 from ragloop.core.prefs import build_rows
 from ragloop.core.workspace import Workspace, utcnow
+from ragloop.plugins.hf_generator import model_identity
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
@@ -60,7 +61,7 @@ def make_adapter(home, name="a", comparison_ids=(), base_model_id=None, random_b
                "comparison_ids": list(comparison_ids), "candidate_ids": [],
                "dataset_hash": "0" * 64} if comparison_ids else {}
     meta = {"kind": "lora", "method": "dpo", "base_model": str(tiny_causal_lm()),
-            "base_model_id": base_model_id or str(Path(tiny_causal_lm()).resolve()),
+            "base_model_id": base_model_id or model_identity(tiny_causal_lm()),
             "run_id": "RUN1", "dataset_hash": lineage.get("dataset_hash"), "lineage": lineage,
             "options": {"beta": 0.1, "max_length": 256}}
     save_adapter(Workspace(home), name, lambda tmp: model.save_pretrained(tmp), meta)

@@ -12,6 +12,7 @@ from ragloop.core.hookspecs import hookimpl
 from ragloop.core.kinds import Rater, StopRating
 from ragloop.core.plugins import load_plugins, pm
 from ragloop.core.workspace import Workspace
+from ragloop.plugins.hf_generator import model_identity
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
@@ -97,7 +98,8 @@ def test_judge_session_stores_questions_candidates_and_comparisons(indexed, qfil
             assert messages[-1]["content"] in cand["prompt"]
             assert set(json.loads(cand["chunk_ids_json"])) <= chunk_ids
             assert len(json.loads(cand["scores_json"])) == len(json.loads(cand["chunk_ids_json"]))
-            assert cand["index_version"] == version and cand["model_id"] == str(tiny_causal_lm())
+            assert cand["index_version"] == version
+            assert cand["model_id"] == model_identity(tiny_causal_lm())
             params = json.loads(cand["params_json"])
             assert params["temperature"] == 0.8 and params["seed"] == cand["seed"]
             assert params["k"] == 2 and params["max_new_tokens"] == 6

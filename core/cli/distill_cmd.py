@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .app import cli, options_option, pass_workspace
-from .progress import stderr
+from .progress import progress_bar
 from .train_cmd import run_reported
 
 
@@ -41,14 +41,18 @@ def distill(ws, teacher, student, method, questions, data, max_steps, lr, batch_
     (logits) or its answers (sequences). The result is registered in adapters/ with the
     teacher, questions and run id as lineage.
     """
-    from ..distillation import prepare_distillation, run_distillation
+    from ..distillation import answer_prompts, prepare_distillation, run_distillation
     from ..training import TrainSettings
     settings = TrainSettings(max_steps=max_steps, learning_rate=lr, batch_size=batch_size,
                              full=full, seed=seed)
     job = prepare_distillation(ws, teacher, student, method=method, questions=questions,
                                data=data, settings=settings, name=name, options=options,
                                max_new_tokens=max_new_tokens)
-    stderr.print(f"Teacher answering {len(job.prompts)} prompts ...")
+    # Progress on stderr even with --json (stdout stays the JSON): answering takes minutes.
+    with progress_bar() as bar:
+        task = bar.add_task(f"Teacher answering {len(job.prompts)} prompts",
+                            total=len(job.prompts))
+        answer_prompts(job, progress=lambda n: bar.advance(task, n))
     done = run_reported(f"distill {method}",
                         lambda bar: run_distillation(ws, job, listeners=[bar]), as_json)
     if done is None:
