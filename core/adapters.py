@@ -56,6 +56,8 @@ def read_metadata(folder: Path) -> dict:
         try:
             peft = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
             meta = {"kind": "lora", "base_model": peft.get("base_model_name_or_path")}
+            if peft.get("task_type") == "SEQ_CLS":     # a score head: what `train --method reward` makes
+                meta["method"] = "reward"
         except (OSError, ValueError):
             meta = {"kind": "full" if (folder / "config.json").exists() else "unknown"}
     meta.setdefault("name", folder.name)

@@ -111,3 +111,12 @@ def test_ask_rate_eval_and_compress_refuse_a_reward_model(reward, ws, tmp_path):
                        ok=False), REWARD, "merged before compressing", RLHF)
     assert not (tmp_path / "c").exists()
     assert ws.db["asks"].count == 0 and ws.db["comparisons"].count == 0
+
+
+def test_a_hand_copied_peft_score_head_is_a_reward_model(ws, tmp_path):
+    folder = ws.adapters_dir / "copied-rm"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"task_type": "SEQ_CLS", "base_model_name_or_path": str(tiny_causal_lm())}))
+    one_line_error(run("adapters", "use", "copied-rm", *TINY, ok=False),
+                   "'copied-rm' is a reward model (a score head)", "reward_adapter=copied-rm")
