@@ -57,6 +57,16 @@ def summary_line(name: str, evaluator, result: dict) -> str:
     return f"{name}: " + "  ".join(f"{k} {_value(v)}" for k, v in result["metrics"].items())
 
 
+def used_options(options: dict, result: dict) -> dict:
+    """The options as the evaluator applied them. An option given as 0 = "choose for me"
+    (reward's beta: the adapter's own training beta) is recorded as given, and the value
+    chosen is in the metrics: printing the given 0.0 beside the 0.1 used read as a
+    contradiction, so the metric's value wins where both name the same key."""
+    metrics = result.get("metrics") or {}
+    return {k: metrics.get(k, v) if isinstance(v, (int, float)) else v
+            for k, v in options.items()}
+
+
 def markdown(context, record: dict, results: dict, png: bool) -> str:
     lines = [f"# Evaluation {record['id']}", ""]
     adapter = record["adapter"]
@@ -73,7 +83,7 @@ def markdown(context, record: dict, results: dict, png: bool) -> str:
             lines += [f"| {k} | {_value(v)} |" for k, v in result["metrics"].items()]
             lines.append("")
         lines += [f"- {note}" for note in result.get("notes", [])]
-        options = record["evaluators"][name]["options"]
+        options = used_options(record["evaluators"][name]["options"], result)
         if options:
             lines.append("- options: " + ", ".join(f"`{k}={v}`" for k, v in options.items()))
         lines.append("")

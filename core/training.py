@@ -15,8 +15,9 @@ A method's `train(job)` trains on `job.dataset` (plain-string columns of `job.da
 starting from `job.base_model` (a folder or hub id), continuing from `job.resume_from`
 when set, writing checkpoints into `job.output_dir`, and saves the result (a PEFT adapter,
 or a whole model with `settings.full`) into `job.save_dir`. It reports progress with
-`job.emit(event, **fields)`: "begin" (step, max_steps), "log" (step, logs), "step" (step),
-"save" (step, checkpoint), "end". It returns its metrics as a dict.
+`job.emit(event, **fields)`: "phase" (name, total, completed: set-up work before the
+first step, such as loading the model), "begin" (step, max_steps), "log" (step, logs),
+"step" (step), "save" (step, checkpoint), "end". It returns its metrics as a dict.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ NOUNS = {"pairs": "pairs", "kto": "kto rows", "sft": "sft rows"}
 # no trainer applies the chat template a second time.
 TEXT_COLUMNS = {"pairs": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
                 "sft": ("prompt", "completion")}
+BELOW = "below --min-agreement"     # core.prefs' reason for items the filter drops
 # Without --method: the method that trains on each shape.
 DEFAULT_METHOD = {"pairs": "dpo", "kto": "kto", "sft": "sft"}
 
@@ -94,7 +95,14 @@ def _from_workspace(ws, kind: str | None, rater, min_agreement) -> tuple[str, li
     for k in kinds:
         built = collect(ws, k, rater, min_agreement)
         if built.rows:
-            notes += [f"{n} left out: {reason}" for reason, n in sorted(built.dropped.items())]
+            dropped = dict(built.dropped)
+            if dropped.pop(BELOW, 0):
+                # The count is of rated items; for kto rows an answer may keep its label
+                # from elsewhere (a score), so say how many rows the filter really removed.
+                left = len(collect(ws, k, rater).rows) - len(built.rows)
+                if left > 0:
+                    notes.append(f"{left} {NOUNS[k]} left out: {BELOW}")
+            notes += [f"{n} left out: {reason}" for reason, n in sorted(dropped.items())]
             return k, built.rows, notes
     filters = " ".join(f for f in (f"--rater {rater}" if rater else "",
                                    f"--min-agreement {min_agreement}"

@@ -191,11 +191,16 @@ def versions() -> dict:
 
 
 def plot_losses(history: list[dict], path: Path) -> Path | None:
-    """Training (and held-out) loss by step, with the reward margin where the method logs one;
-    None when there is nothing to draw or matplotlib is missing."""
+    """Training (and held-out) loss by step, with the reward margin (or, for online methods,
+    the mean reward) where the method logs one; None when there is nothing to draw or
+    matplotlib is missing."""
     train = [(e["step"], e["loss"]) for e in history if "loss" in e and e.get("step")]
     evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
     margins = [(e["step"], e["rewards/margins"]) for e in history if "rewards/margins" in e]
+    right_label = "reward margin"
+    if not margins:
+        margins = [(e["step"], e["reward"]) for e in history if "reward" in e and e.get("step")]
+        right_label = "mean reward"
     if not train and not evals:
         return None
     try:
@@ -205,16 +210,18 @@ def plot_losses(history: list[dict], path: Path) -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
+    # A line needs two points: a one-step run would draw nothing without markers.
     if train:
-        ax.plot(*zip(*train), label="training loss")
+        ax.plot(*zip(*train), "o-" if len(train) < 3 else "-", label="training loss")
     if evals:
         ax.plot(*zip(*evals), "o-", label="held-out loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if margins:
         right = ax.twinx()
-        right.plot(*zip(*margins), color="tab:green", alpha=0.6, label="reward margin")
-        right.set_ylabel("reward margin")
+        right.plot(*zip(*margins), "o-" if len(margins) < 3 else "-", color="tab:green",
+                   alpha=0.6, label=right_label)
+        right.set_ylabel(right_label)
         right.legend(loc="upper right")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -366,14 +373,23 @@ def _dedupe(history: list[dict]) -> list[dict]:
 
 
 def _summary(history: list[dict], metrics: dict) -> dict:
-    losses = [e["loss"] for e in history if "loss" in e]
-    margins = [e["rewards/margins"] for e in history if "rewards/margins" in e]
-    evals = [e["eval_loss"] for e in history if "eval_loss" in e]
-    out = {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    """First and final values from the log. With early stopping the adapter holds the kept
+    (best) checkpoint's weights, so "final" means that step's values, not the last step's."""
+    kept = metrics.get("kept_step")
+    upto = [e for e in history if kept is None or (e.get("step") or 0) <= kept]
+    losses = [e["loss"] for e in upto if "loss" in e]
+    margins = [e["rewards/margins"] for e in upto if "rewards/margins" in e]
+    evals = [e["eval_loss"] for e in upto if "eval_loss" in e]
+    all_losses = [e["loss"] for e in history if "loss" in e]
+    out = {"first_loss": all_losses[0] if all_losses else None,
+           "final_loss": losses[-1] if losses else None}
+    if kept is not None and all_losses:
+        out["last_step_loss"] = all_losses[-1]
     if margins:
         out["final_reward_margin"] = margins[-1]
     if evals:
-        out["final_eval_loss"], out["best_eval_loss"] = evals[-1], min(evals)
+        every = [e["eval_loss"] for e in history if "eval_loss" in e]
+        out["final_eval_loss"], out["best_eval_loss"] = evals[-1], min(every)
     runtime, steps = metrics.get("train_runtime"), metrics.get("steps_this_run")
     if runtime and steps:
         out["seconds_per_step"] = round(runtime / steps, 3)

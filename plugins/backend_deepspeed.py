@@ -27,7 +27,7 @@ class DeepSpeedBackend(TrainingBackend):
         devices = cuda_devices()
         if job.device != "cuda" or not devices:
             raise RagloopError("--backend deepspeed needs CUDA, and this machine has no CUDA "
-                               "device; use --backend accelerate (DDP or --fsdp) on CPU")
+                               "device; use --backend accelerate (data parallel over gloo) on CPU")
         if importlib.util.find_spec("deepspeed") is None:
             raise RagloopError("--backend deepspeed needs the deepspeed package: "
                                "pip install deepspeed")

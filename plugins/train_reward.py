@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
-from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, fit, load_tokenizer,
-                                        prepare_dataset, progress_callback, training_args)
+from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, fit, load_tokenizer, phase,
+                                        prepare_dataset, progress_callback, tokenizing,
+                                        training_args)
 from ragloop.plugins.hf_common import library_warnings_hidden, quiet_transformers, short_error
 
 HEAD = "score"     # the classification head of transformers' *ForSequenceClassification
@@ -59,6 +60,7 @@ class Reward(TrlMethod):
         disable_progress_bar()
         os.environ["TQDM_DISABLE"] = "1"
         c, s = self.config, job.settings
+        phase(job, "loading model")
         tokenizer = load_tokenizer(job.base_model)
         args = RewardConfig(**training_args(job),
                             center_rewards_coefficient=c.center_rewards_coefficient or None)
@@ -66,6 +68,7 @@ class Reward(TrlMethod):
         peft = None if s.full else LoraConfig(
             r=s.lora_r, lora_alpha=c.lora_alpha or 2 * s.lora_r, lora_dropout=c.lora_dropout,
             target_modules=list(c.target_modules), modules_to_save=[HEAD], task_type="SEQ_CLS")
+        phase(job, tokenizing(job))
         with library_warnings_hidden():
             try:
                 trainer = RewardTrainer(

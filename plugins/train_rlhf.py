@@ -18,7 +18,7 @@ from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
 from ragloop.plugins.hf_common import library_warnings_hidden, quiet_transformers, short_error
 from ragloop.plugins.trl_common import (TrlMethod, TrlOptions, fit, load_tokenizer,
-                                        lora_config, prepare_dataset, progress_callback,
+                                        lora_config, phase, prepare_dataset, progress_callback,
                                         training_args)
 
 NEED_REWARD = "train a reward model first: ragloop train --method reward"
@@ -110,6 +110,7 @@ class RLHF(TrlMethod):
         c, s = self.config, job.settings
         if not hasattr(self, "reward_meta"):       # a resumed job skips check()
             self.reward_meta = self._reward_meta()
+        phase(job, f"loading reward model {self.config.reward_adapter}")
         scorer = load_reward_model(self.workspace, self.reward_meta["path"])
         max_length = c.max_length
 
@@ -131,7 +132,9 @@ class RLHF(TrlMethod):
                     temperature=c.temperature, beta=c.beta, log_completions=False)
         rows = _prompts(job.data.train)
         with library_warnings_hidden():
+            phase(job, "loading model")
             model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
+            phase(job, f"preparing {len(rows)} prompts")
             try:
                 trainer = Trainer(model=model, reward_funcs=reward, args=Config(**args),
                                   train_dataset=prepare_dataset(self, Dataset.from_list(rows), tokenizer),

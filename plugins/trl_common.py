@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,8 +175,63 @@ def fit(trainer, job) -> dict:
     trainer.save_model(str(job.save_dir))
     # The pickled TrainingArguments belong with checkpoints, not with an adapter.
     (job.save_dir / "training_args.bin").unlink(missing_ok=True)
-    metrics.update(global_step=trainer.state.global_step)
+    metrics.update(global_step=trainer.state.global_step, **_early_stopping(trainer, job))
     return metrics
+
+
+def _early_stopping(trainer, job) -> dict:
+    """Whether early stopping ended the run, and which step's weights were kept (the best
+    checkpoint's, which load_best_model_at_end put back)."""
+    if job.settings.early_stopping is None:
+        return {}
+    state = trainer.state
+    out = {"stopped_early": 0 < state.global_step < state.max_steps}
+    kept = getattr(state, "best_global_step", None)
+    if kept is None and state.best_model_checkpoint:
+        kept = int(state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
+    if kept and trainer.args.load_best_model_at_end:
+        out["kept_step"] = kept
+    return out
+
+
+def tokenizing(job) -> str:
+    rows = len(job.data.train) + len(job.data.eval)
+    return f"tokenizing {rows} {NOUNS[job.data_kind]}"
+
+
+def phase(job, name: str, total: int | None = None, completed: int = 0) -> None:
+    """Tell the listeners what the set-up before the first step is doing."""
+    job.emit("phase", name=name, total=total, completed=completed)
+
+
+def counted(trainer_cls, job):
+    """`trainer_cls`, reporting TRL's reference log-prob pass (it runs in the trainer's
+    __init__, minutes for KTO on a CPU) as a phase with a count of batches."""
+    if not hasattr(trainer_cls, "_precompute_ref_logps"):
+        return trainer_cls
+
+    class Counted(trainer_cls):
+        _ref_phase = None
+
+        def _precompute_ref_logps(self, dataset, name, batch_size, *args, **kwargs):
+            processes = max(1, getattr(self.accelerator, "num_processes", 1))
+            total = math.ceil(len(dataset) / batch_size / processes)
+            self._ref_phase = [f"precomputing reference log-probs ({name} rows)", total, 0]
+            phase(job, *self._ref_phase)
+            try:
+                return super()._precompute_ref_logps(dataset, name, batch_size, *args, **kwargs)
+            finally:
+                self._ref_phase = None
+
+        def compute_ref_log_probs(self, *args, **kwargs):
+            out = super().compute_ref_log_probs(*args, **kwargs)
+            if self._ref_phase is not None:
+                self._ref_phase[2] += 1
+                phase(job, *self._ref_phase)
+            return out
+
+    Counted.__name__ = Counted.__qualname__ = trainer_cls.__name__
+    return Counted
 
 
 def _finished(checkpoint: str) -> bool:
@@ -214,6 +270,7 @@ def run(method: TrlMethod, job) -> dict:
     os.environ["TQDM_DISABLE"] = "1"     # TRL's reference log-prob pass draws its own bar
     try:
         with library_warnings_hidden():
+            phase(job, "loading model")
             config_cls, trainer_cls = method.trl_classes()
             tokenizer = load_tokenizer(job.base_model)
             args = config_cls(**training_args(job), **method.method_args(job))
@@ -221,8 +278,9 @@ def run(method: TrlMethod, job) -> dict:
             callbacks = [progress_callback(job)]
             if job.settings.early_stopping is not None:
                 callbacks.append(EarlyStoppingCallback(job.settings.early_stopping))
+            phase(job, tokenizing(job))
             try:
-                trainer = trainer_cls(
+                trainer = counted(trainer_cls, job)(
                     model=model, args=args, processing_class=tokenizer, callbacks=callbacks,
                     train_dataset=prepare_dataset(method, job.dataset, tokenizer),
                     eval_dataset=prepare_dataset(method, job.eval_dataset, tokenizer),

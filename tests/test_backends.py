@@ -49,7 +49,8 @@ def _train(tmp_path, *extra):
 
 def test_deepspeed_without_cuda_stops_before_launching(tmp_path, ragloop_home):
     result = _train(tmp_path, "--backend", "deepspeed", "--zero", "3", "--offload")
-    one_line_error(result, "needs CUDA", "--backend accelerate")
+    message = one_line_error(result, "needs CUDA", "--backend accelerate")
+    assert "--fsdp" not in message          # accelerate refuses --fsdp without CUDA too
     nothing_written(ragloop_home)
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
 from ..errors import RagloopError
 from .app import cli, options_option, pass_workspace
-from .progress import stderr
+from .progress import progress_bar, stderr
 
 # Flags that are training settings (TrainSettings fields), by click parameter name.
 SETTINGS = {"max_steps": "max_steps", "epochs": "epochs", "lr": "learning_rate",
@@ -22,40 +21,78 @@ SETTINGS = {"max_steps": "max_steps", "epochs": "epochs", "lr": "learning_rate",
 
 
 class TrainingProgress:
-    """A rich bar on stderr (step/total, loss, reward margin, time left), fed job events."""
+    """Progress on stderr fed job events: the set-up's phases (loading the model,
+    tokenizing, scoring the rows with the base model), each with its own count where there
+    is one and the time it has taken, then step/total with the loss (or reward) and the
+    time left. A rich bar on a terminal, plain lines elsewhere (see cli.progress)."""
 
     def __init__(self, method: str, quiet: bool = False):
-        self.progress = Progress(
-            TextColumn(f"Training {method}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=stderr,
-            disable=quiet or not stderr.is_terminal)
-        self.task = None
+        self.label, self.quiet = f"Training {method}", quiet
+        self.progress = self.task = self.phase = None
+        self._stack = ExitStack()
+        self.stats = ""
 
     def start(self) -> None:
-        # Loading the model and scoring the rows with the base model can take a minute.
-        self.progress.start()
-        self.task = self.progress.add_task("", total=None, stats="preparing")
+        self.progress = self._stack.enter_context(progress_bar(self.quiet))
+        self._show("preparing")
+
+    def _show(self, phase: str, total=None, completed=0) -> None:
+        """A task per phase, so each has its own count and elapsed time."""
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.phase = phase
+        name = f"{self.label}: {phase}" if phase else self.label
+        self.task = self.progress.add_task(name, total=total, completed=completed)
 
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if self.task is None:
             return
-        if kind == "begin":
-            self.progress.update(self.task, total=event["max_steps"], completed=event["step"],
-                                 stats="")
+        if kind == "phase":
+            if event["name"] != self.phase:
+                self._show(event["name"], event.get("total"), event.get("completed", 0))
+            else:
+                self.progress.update(self.task, completed=event.get("completed", 0))
+        elif kind == "begin":
+            self._show("", event["max_steps"], event["step"])
         elif kind == "step":
             self.progress.update(self.task, completed=event["step"])
-        elif kind == "log" and "loss" in event["logs"]:
-            logs = event["logs"]
-            stats = f"loss {logs['loss']:.4f}"
-            if "rewards/margins" in logs:
-                stats += f"  margin {logs['rewards/margins']:+.3f}"
-            self.progress.update(self.task, stats=stats)
+        elif kind == "log" and ("loss" in event["logs"] or "reward" in event["logs"]):
+            self.progress.update(self.task, description=f"{self.label}  {stats(event['logs'])}")
         elif kind == "end":
             self.stop()
 
     def stop(self) -> None:
-        self.progress.stop()
+        self._stack.close()
+        self.task = None
+
+
+def stats(logs: dict) -> str:
+    """One log entry in a few words: the mean reward for online methods (their loss is
+    not a measure of progress), else the loss and any reward margin."""
+    if "reward" in logs:
+        return f"reward {logs['reward']:+.4f}"
+    out = f"loss {logs['loss']:.4f}"
+    if "rewards/margins" in logs:
+        out += f"  margin {logs['rewards/margins']:+.3f}"
+    return out
+
+
+def outcome(m: dict) -> str:
+    """What the run ended at, for the summary line."""
+    if m.get("final_reward") is not None:
+        first = m.get("first_reward")
+        text = (f"reward {first:+.4f} -> {m['final_reward']:+.4f}" if first is not None
+                else f"reward {m['final_reward']:+.4f}")
+    elif m.get("final_loss") is not None:
+        text = f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
+    else:
+        text = "no loss logged"
+    if m.get("kept_step") is not None:
+        held = (f", held-out loss {m['final_eval_loss']:.4f}"
+                if m.get("final_eval_loss") is not None else "")
+        text += f" at the kept step {m['kept_step']}{held}"
+    return text
 
 
 def _apply_config_file(ctx, path: str, params: dict) -> list[str]:
@@ -122,14 +159,13 @@ def run_reported(label: str, run, as_json: bool):
                                "adapter": result.adapter, "adapter_dir": str(result.adapter_dir),
                                "metrics": m}, indent=2, default=str))
         return None
-    loss = (f"loss {m['first_loss']:.4f} -> {m['final_loss']:.4f}"
-            if m.get("final_loss") is not None else "no loss logged")
-    return result, time.perf_counter() - started, loss
+    return result, time.perf_counter() - started, outcome(m)
 
 
 @cli.command()
-@click.option("--method", metavar="NAME", help="dpo, kto, orpo, sft or a plugin's; default: "
-              "from the data (pairs -> dpo, only good/bad answers -> kto).")
+@click.option("--method", metavar="NAME", help="dpo, kto, orpo, sft, reward (a reward model), "
+              "rlhf (online, needs -o reward_adapter=NAME) or a plugin's; default: from the "
+              "data (pairs -> dpo, only good/bad answers -> kto).")
 @click.option("--backend", default="local", show_default=True, help="Training backend plugin.")
 @click.option("--processes", type=click.IntRange(1), default=1, show_default=True,
               help="Training processes (accelerate, deepspeed backends).")
@@ -212,6 +248,22 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     steps = result.metrics.get("global_step") or 0
     click.echo(f"Trained {job.method} adapter {result.adapter!r} in "
                f"{seconds:.0f}s ({steps} step{'s' * (steps != 1)}, {loss}).")
+    if result.metrics.get("stopped_early"):
+        click.echo(f"Stopped early at step {steps}: the held-out loss had not improved for "
+                   f"{job.settings.early_stopping} evaluation"
+                   f"{'s' * (job.settings.early_stopping != 1)}; the adapter holds step "
+                   f"{result.metrics.get('kept_step', steps)}'s weights.")
     click.echo(f"Run folder: {result.run_dir}")
-    click.echo(f"Try: ragloop ask --adapter {result.adapter} \"...\"   or   "
-               f"ragloop adapters use {result.adapter}")
+    click.echo(next_step(job, result.adapter, result.adapter_dir))
+
+
+def next_step(job, name: str, folder) -> str:
+    """What to do with the result: a reward model scores answers for rlhf, a whole model
+    is loaded as a model, a chat adapter answers."""
+    if job.method == "reward":
+        return (f"A reward model scores answers; it does not answer. Use it to train the "
+                f"answering model: ragloop train --method rlhf -o reward_adapter={name}")
+    if job.settings.full:
+        return f"Try: ragloop ask -o model={folder} \"...\""
+    return (f"Try: ragloop ask --adapter {name} \"...\"   or   "
+            f"ragloop adapters use {name}")
