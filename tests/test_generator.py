@@ -270,6 +270,8 @@ def test_packaged_smollm2_is_converted_once_and_answers(smollm_home):
     folder = smollm_home.models_dir / PACKAGED_MODEL
     marker = folder / MARKER
     assert marker.is_file() and (folder / "model.safetensors").is_file()
+    # The folder is the same model as the packaged name, so its adapters work on either.
+    assert generator(folder, workspace=smollm_home).model_id == first.model_id
     stamp = marker.stat().st_mtime_ns
     assert not [p for p in smollm_home.models_dir.iterdir() if p.name.startswith(".")]
 
