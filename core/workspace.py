@@ -48,6 +48,83 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _corrupt(exc: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT (with its extended codes) and SQLITE_NOTADB: damage, not misuse."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    text = str(exc)
+    return "malformed" in text or "not a database" in text or "vtable constructor" in text
+
+
+class _Translated:
+    """Turns damage found by a statement into the workspace's one-line message: damage
+    may lie anywhere (a full-text index page) and show only when that part is read."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if isinstance(exc, sqlite3.DatabaseError) and _corrupt(exc):
+            unreadable = getattr(self.conn, "unreadable", None)
+            if unreadable is not None:
+                raise RagloopError(unreadable(exc)) from None
+        return False
+
+
+class _Cursor(sqlite3.Cursor):
+    def execute(self, *args):
+        with _Translated(self.connection):
+            return super().execute(*args)
+
+    def executemany(self, *args):
+        with _Translated(self.connection):
+            return super().executemany(*args)
+
+    def executescript(self, *args):
+        with _Translated(self.connection):
+            return super().executescript(*args)
+
+    def fetchone(self):
+        with _Translated(self.connection):
+            return super().fetchone()
+
+    def fetchmany(self, *args):
+        with _Translated(self.connection):
+            return super().fetchmany(*args)
+
+    def fetchall(self):
+        with _Translated(self.connection):
+            return super().fetchall()
+
+    def __next__(self):
+        with _Translated(self.connection):
+            return super().__next__()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements and rows go through _Translated."""
+
+    def cursor(self, factory=_Cursor):
+        return super().cursor(factory)
+
+    def execute(self, *args):
+        return self.cursor().execute(*args)
+
+    def executemany(self, *args):
+        return self.cursor().executemany(*args)
+
+    def executescript(self, *args):
+        return self.cursor().executescript(*args)
+
+    def commit(self):
+        with _Translated(self):
+            return super().commit()
+
+
 class Workspace:
     def __init__(self, home: Path | str | None = None):
         self.home = Path(home).expanduser() if home else default_home()
@@ -87,8 +164,12 @@ class Workspace:
         if not os.access(self.home, os.W_OK):
             raise RagloopError(f"the workspace {self.home} is not writable; "
                                f"fix its permissions or choose another with --home")
+        if self._emptied():
+            raise RagloopError(self.unreadable("it is empty, yet indexes/ holds a vector index"))
         try:
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   factory=_Connection)
+            conn.unreadable = self.unreadable
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -96,9 +177,83 @@ class Workspace:
             from .migrations import core_migrations
             self.migrate(core_migrations, db)
         except sqlite3.DatabaseError as exc:
-            raise RagloopError(f"the workspace database {self.db_path} is unreadable ({exc}); "
-                               f"move it aside or choose another --home")
+            raise RagloopError(self.unreadable(exc))
         return db
+
+    def unreadable(self, detail) -> str:
+        return (f"the workspace database {self.db_path} is unreadable ({detail}); "
+                f"move it aside or choose another --home")
+
+    def _emptied(self) -> bool:
+        """A 0-byte database next to a vector index was truncated, not just created (a new
+        database in WAL mode may stay 0 bytes while its -wal file holds the data)."""
+        wal = self.db_path.with_name(self.db_path.name + "-wal")
+        try:
+            if self.db_path.stat().st_size or (wal.exists() and wal.stat().st_size):
+                return False
+        except FileNotFoundError:
+            return False
+        return any(p.is_file() for p in self.indexes_dir.rglob("*"))
+
+    # -- a damaged database: check it, set it aside, keep what can still be read -------------
+
+    def damage(self) -> str | None:
+        """Why the database is damaged, or None when SQLite's full check and the full-text
+        index's own check find nothing (it is read through, so this takes a while)."""
+        try:
+            db = self.db
+            problems = [r[0] for r in db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                return problems[0]
+            if "chunks_fts" in db.table_names():
+                db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('integrity-check')")
+            return None
+        except (RagloopError, sqlite3.DatabaseError) as exc:
+            return str(exc)
+        finally:
+            self.close()
+
+    def set_aside(self) -> Path:
+        """Move the database (with its -wal and -shm files) and the vector indexes that go
+        with its chunk ids to `*.damaged-STAMP` names in the workspace; returns the database's."""
+        self.close()
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.home / f"{self.db_path.name}.damaged-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            source = self.home / (self.db_path.name + suffix)
+            if source.exists():
+                os.replace(source, self.home / (aside.name + suffix))
+        if self.indexes_dir.exists():
+            os.replace(self.indexes_dir, self.home / f"{self.indexes_dir.name}.damaged-{stamp}")
+        return aside
+
+    def carry_over(self, old: Path, skip=()) -> tuple[list[str], list[str]]:
+        """Copy every table of `old` that this database also has, except those in `skip`,
+        table by table: (copied, unreadable). A damaged table is left out whole."""
+        db = self.db
+        copied, failed = [], []
+        try:
+            db.execute("ATTACH DATABASE ? AS old", [str(old)])
+        except sqlite3.DatabaseError:
+            return copied, ["all tables (the file cannot be opened)"]
+        try:
+            there = {r[0] for r in db.execute(
+                "select name from old.sqlite_master where type = 'table'")}
+        except (RagloopError, sqlite3.DatabaseError):
+            there, failed = set(), ["all tables (its list of tables is damaged)"]
+        for table in db.table_names():      # in creation order: referenced tables first
+            if table not in there or table in skip or table.startswith(("sqlite_", "_sqlite")):
+                continue
+            columns = ", ".join(f'"{c}"' for c in db[table].columns_dict)
+            try:
+                with db.atomic():
+                    db.execute(f'INSERT OR IGNORE INTO main."{table}" ({columns}) '
+                               f'SELECT {columns} FROM old."{table}"')
+                copied.append(table)
+            except (RagloopError, sqlite3.DatabaseError):
+                failed.append(table)
+        db.execute("DETACH DATABASE old")
+        return copied, failed
 
     def migrate(self, migrations, db=None) -> None:
         """Apply a migration set, refusing a database written by a newer ragloop."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import split_prefixed
+from ..errors import RagloopError
 from ..ingest import Indexer, discover, documents_under
 from ..search import FUSIONS, MODES, Searcher, display_path
 from ..vector_index import VectorIndex
@@ -44,6 +45,24 @@ def _repair_line(done: dict) -> str:
             f"removed, {_plural(done['missing_embedded'], 'missing chunk')} embedded.")
 
 
+# The index's own tables: rebuilt from the files, never copied from a damaged database.
+INDEX_TABLES = ("documents", "chunks", "index_state", "chunks_fts", "chunks_fts_data",
+                "chunks_fts_idx", "chunks_fts_docsize", "chunks_fts_config")
+
+
+def _new_database(ws) -> None:
+    """--rebuild: only for a database that SQLite (or its full-text index) finds damaged."""
+    if ws.damage() is None:
+        raise RagloopError(f"the workspace database {ws.db_path} is not damaged; --rebuild is "
+                           f"for an unreadable one (to re-embed the vectors, use --repair)")
+    aside = ws.set_aside()
+    copied, failed = ws.carry_over(aside, skip=INDEX_TABLES)
+    lost = f"; unreadable, left in it: {', '.join(failed)}" if failed else ""
+    stderr.print(f"Moved the damaged database aside to {aside} (and indexes/ beside it); "
+                 f"carried over: {', '.join(copied) or 'nothing'}{lost}. Indexing into a new "
+                 f"database.", highlight=False, soft_wrap=True)
+
+
 class _DocumentProgress:
     """A bar (or plain lines) for one huge document, in MB of its text, while it is chunked,
     embedded and committed; gone when it is done."""
@@ -70,6 +89,9 @@ class _DocumentProgress:
               help="Option for a filter in the chain, repeatable: --filter-option near-dedup.threshold=0.9.")
 @click.option("--prune", is_flag=True, help="Drop documents whose files were deleted.")
 @click.option("--repair", is_flag=True, help="Re-embed every stored chunk into a fresh vector index.")
+@click.option("--rebuild", is_flag=True, help="For a damaged workspace database: move it and "
+              "its vector index aside, keep what can still be read of ratings and asks, and "
+              "index PATHS into a new database.")
 @click.option("--chunker", default=None, help="Chunker plugin (default: the index's, else "
               "tokens).")
 @click.option("--embedder", default=None, help="Embedder plugin (default: the index's, "
@@ -78,8 +100,8 @@ class _DocumentProgress:
 @options_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_workspace
-def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embedder, store,
-          options, as_json):
+def index(ws, paths, glob, filters, filter_options, prune, repair, rebuild, chunker, embedder,
+          store, options, as_json):
     """Index files and folders for search and ask.
 
     Unchanged files are skipped (content hash); changed files replace their chunks.
@@ -89,9 +111,13 @@ def index(ws, paths, glob, filters, filter_options, prune, repair, chunker, embe
     """
     if not paths and not repair:
         raise click.UsageError("give files or folders to index, or --repair")
+    if rebuild and not paths:
+        raise click.UsageError("--rebuild indexes the files and folders given: name them")
     opts = split_prefixed(options, PARTS)
     left_out: list[tuple[str, str]] = []
     files = discover(paths, glob, skipped=left_out)
+    if rebuild:
+        _new_database(ws)
     indexer = Indexer(ws, chunker=chunker, chunker_options=opts["chunker"], filters=filters,
                       filter_options=filter_options,
                       embedder=embedder, embedder_options=opts["embedder"], store=store,
