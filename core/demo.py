@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class DemoUI:
 
     def track(self, description: str, total: int | None):
         return lambda n=1: None
+
+    def status(self, text: str):
+        """A context for a wait with nothing to count (loading a model)."""
+        return nullcontext()
 
     def training_listeners(self) -> list:
         return []
@@ -166,12 +171,17 @@ def _rate(ws, s, ui, result, train_qs, held_qs):
     session = Session(ws, rater, s.rater, rater.default_rater_id(),
                       Settings(k=s.k, max_new_tokens=s.max_new_tokens,
                                generator_options=tuple(s.parts["generator"])))
+    session.status = ui.status          # says "Loading the model" while open() loads it
     session.open()
+    session.status = DemoUI().status    # from here the Rating bar tells the progress
     advance = ui.track("Rating", len(train_qs))
     verdicts: Counter = Counter()
-    for i, question in enumerate(train_qs, 1):
-        verdicts[session.rate(question, i, len(train_qs)).choice] += 1
-        advance()
+    try:
+        for i, question in enumerate(train_qs, 1):
+            verdicts[session.rate(question, i, len(train_qs)).choice] += 1
+            advance()
+    finally:
+        session.close()
     result.verdicts = dict(verdicts)
     result.pairs = len(build_rows(ws, "pairs"))
     if not result.pairs:
@@ -217,7 +227,8 @@ def _evaluate(ws, s, ui, result, train_qs, held_qs):
         adapter=result.adapter, questions=str(held), rater=s.rater, limit=0, k=s.k,
         max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"])))
     context.progress = ui.track
-    evaluated = run_eval(context)
+    with ui.status("Evaluating"):      # the evaluators load their models before counting
+        evaluated = run_eval(context)
     result.report = evaluated.folder / "report.md"
     for name, r in evaluated.results.items():
         result.eval[name] = r.get("metrics") or {"skipped": r.get("skipped")}

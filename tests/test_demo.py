@@ -56,10 +56,23 @@ def longer_rater():
     pm.unregister(name="test-longer-rater")
 
 
-def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater):
+def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypatch):
+    monkeypatch.setenv("RAGLOOP_PROGRESS_SECONDS", "0")      # a line for every update
     home = tmp_path / "ws"
-    out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 2, "--max-new-tokens", 12,
-               "--rater", "longer", *tiny()).output
+    result = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 2,
+                  "--max-new-tokens", 12, "--rater", "longer", *tiny())
+    out = result.output
+    # stderr is not a terminal here: every phase still reports its progress, in lines.
+    phases = re.split(r"^> ", result.stderr, flags=re.M)[1:]
+    assert [p.split(" ", 1)[0] for p in phases] == ["Indexing", "Answering", "Training",
+                                                   "Comparing"]
+    for phase, expected in zip(phases, (
+            ["Embedding: ", "Indexing files: "],
+            ["Loading the model: ", "Rating: 6/6 (100%)"],
+            ["Training dpo"],
+            ["Evaluating: ", "Win rate: 2/2 (100%)"])):
+        lines = phase.splitlines()[1:]
+        assert all(any(line.startswith(e) for line in lines) for e in expected), (expected, lines)
     assert f"Workspace   {home}" in out
     rated = re.search(r"Rated       6 questions by longer: .* -> (\d+) pairs \((\d+) held out\)", out)
     pairs, held = map(int, rated.groups())
@@ -97,6 +110,21 @@ def test_demo_keeps_out_of_a_real_workspace(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("Error: ")
     assert "--home NEW_FOLDER" in result.output
     assert (home / "adapters" / "precious").exists() and (home / "demo" / "notes.txt").exists()
+
+
+def test_demo_takes_home_after_the_command_too(tmp_path):
+    home = tmp_path / "mine"
+    (home / "demo").mkdir(parents=True)
+    for folder in (home, home / "demo"):
+        (folder / "notes.txt").write_text("mine")
+    # The global --home names another (empty) folder: `demo --home` wins.
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "other"), "demo", "--home",
+                                      str(home), "--questions", "1", *tiny()])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {home} and {home / 'demo'} both hold data that is not an earlier demo's; "
+        f"run the demo with --home NEW_FOLDER")
+    assert not (tmp_path / "other").exists()
 
 
 def test_demo_options_must_name_their_part(tmp_path):

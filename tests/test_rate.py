@@ -109,6 +109,16 @@ def test_judge_session_stores_questions_candidates_and_comparisons(indexed, qfil
         assert judged == len(json.loads(a["chunk_ids_json"]))
 
 
+def test_loading_and_generating_are_told_on_stderr_when_it_is_not_a_terminal(
+        indexed, qfile, monkeypatch):
+    monkeypatch.setenv("RAGLOOP_PROGRESS_SECONDS", "0")
+    result = judge("--questions", str(qfile), "-k", "1")
+    told = [line.split(": ")[0] for line in result.stderr.splitlines()
+            if line.endswith(" elapsed")]
+    assert told == ["Loading the model", *(f"Generating two answers ({n}/3)" for n in (1, 2, 3))]
+    assert len(re.findall(r"^Saved \d/3: ", result.stdout, re.M)) == 3
+
+
 def test_resume_rates_only_what_is_left_and_shares_candidates_between_raters(
         indexed, qfile, ragloop_home):
     first = judge("--questions", str(qfile), "-n", "1")

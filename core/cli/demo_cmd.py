@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -15,22 +16,42 @@ from .progress import stderr
 
 
 class BarsUI(DemoUI):
-    """One rich bar per stage on stderr (hidden when stderr is not a terminal)."""
+    """One rich bar per stage on stderr; plain lines when stderr is not a terminal."""
 
     def __init__(self, progress, quiet=False):
         self.progress, self.quiet = progress, quiet
+        self.tasks: list = []
+
+    def _add(self, description, total):
+        task = self.progress.add_task(description, total=total)
+        self.tasks.append(task)
+        return task
 
     def phase(self, text):
+        # A phase's tasks end with it: one counted without a total (embedding) would
+        # otherwise keep printing heartbeat lines through the phases after it.
+        for task in self.tasks:
+            self.progress.remove_task(task)
+        self.tasks = []
         if not self.quiet:
             stderr.print(f"[bold]>[/bold] {text}", highlight=False)
 
     def track(self, description, total):
-        task = self.progress.add_task(description, total=total)
+        task = self._add(description, total)
         return lambda n=1: self.progress.advance(task, n)
+
+    @contextmanager
+    def status(self, text):
+        # A task of the same Progress, not a spinner: rich allows one live display at a time.
+        task = self.progress.add_task(text, total=None)
+        try:
+            yield
+        finally:
+            self.progress.remove_task(task)
 
     def training_listeners(self):
         # Its own bar inside the same Progress: rich allows one live display at a time.
-        task = self.progress.add_task("Training dpo", total=None)
+        task = self._add("Training dpo", None)
 
         def listen(event):
             if event["event"] == "begin":
@@ -104,10 +125,14 @@ def summary(r, seconds: float) -> str:
 @click.option("--questions-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=ROOT / "examples" / "questions.jsonl", help="Questions (JSONL or lines).")
 @click.option("--quiet", is_flag=True, help="No progress, only the summary.")
+@click.option("--home", "demo_home_option", metavar="DIR",
+              type=click.Path(file_okay=False, path_type=str),
+              help="Where to run, as with `ragloop --home DIR demo` (this one wins if both "
+                   "are given).")
 @options_option
 @click.pass_context
 def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, seed, rater, corpus,
-         questions_file, quiet, options):
+         questions_file, quiet, demo_home_option, options):
     """Run the whole loop on the example corpus, offline, in a fresh workspace.
 
     Indexes the corpus, answers training questions twice and has the judge rate the
@@ -119,7 +144,7 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
     from rich.panel import Panel
 
     from .progress import progress_bar
-    home = ctx.obj.home if ctx.obj is not None else default_home()
+    home = demo_home_option or (ctx.obj.home if ctx.obj is not None else default_home())
     if rater == "human":
         raise RagloopError("the demo rates on its own; rate yourself afterwards with `ragloop rate`")
     settings = DemoSettings(Path(home), questions, held_out, max_steps, max_new_tokens, k, seed,
