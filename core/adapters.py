@@ -115,10 +115,14 @@ def find_adapter(ws, name: str) -> dict:
     return read_metadata(path.resolve())
 
 
-def check_base(meta: dict, model_id: str) -> None:
-    """Refuse an adapter trained on another base model than `model_id`."""
+def check_base(meta: dict, model_id: str, checkpoint: str | None = None) -> None:
+    """Refuse an adapter trained on another base model than `model_id`. Records written
+    before ids were taken from the model's content hold a local base's path: that path is
+    still accepted for the folder `checkpoint` names."""
     base = meta.get("base_model_id")
-    if base and base != model_id:
+    legacy = (checkpoint and base and os.path.isabs(base)
+              and Path(base).resolve() == Path(checkpoint).expanduser().resolve())
+    if base and base != model_id and not legacy:
         raise RagloopError(f"adapter {meta['name']!r} was trained on {base}, not on {model_id}; "
                            f"pick that base model with -o model=..., or another adapter")
 

@@ -51,7 +51,8 @@ def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str |
         # (imported here: adapters imports this module)
         meta = read_metadata(Path(adapter)) if adapter else find_adapter(ws, named)
         require_chat(meta, "used to generate answers")
-        check_base(meta, generator.model_id)
+        checkpoint = getattr(generator, "checkpoint", None)
+        check_base(meta, generator.model_id, checkpoint() if checkpoint else None)
     return generator
 
 

@@ -190,7 +190,8 @@ def prepare_eval(ws, settings: EvalSettings) -> EvalContext:
     if any(getattr(e, "needs_adapter", True) for e in context.evaluators.values()):
         context.adapter = find_adapter(ws, settings.adapter)
         base = load_generator(ws, settings.generator, context.generator_options)
-        check_base(context.adapter, base.model_id)   # the model id needs no weights loaded
+        checkpoint = getattr(base, "checkpoint", None)     # the id needs no weights loaded
+        check_base(context.adapter, base.model_id, checkpoint() if checkpoint else None)
         context.base_model_id = base.model_id
     if settings.questions:
         context.questions_file = from_file(settings.questions)

@@ -90,3 +90,15 @@ def test_a_hub_cache_snapshot_has_its_hub_id(tmp_path):
     snapshot = tmp_path / "hub" / "models--SomeOrg--Some-Model-1B" / "snapshots" / "abc123"
     shutil.copytree(tiny_causal_lm(), snapshot)
     assert model_id(snapshot) == "SomeOrg/Some-Model-1B" == model_id("SomeOrg/Some-Model-1B")
+
+
+def test_a_record_that_names_its_base_by_path_still_fits_that_folder(tmp_path):
+    """Adapters recorded before ids came from content hold a local base's path."""
+    model = tiny_causal_lm()
+    other = make_tiny_causal_lm(tmp_path / "other", 1)
+    meta = {"name": "old", "base_model_id": str(model)}
+    check_base(meta, model_identity(model), str(model))
+    with pytest.raises(RagloopError, match="was trained on"):
+        check_base(meta, model_identity(other), str(other))
+    with pytest.raises(RagloopError, match="was trained on"):
+        check_base(meta, model_identity(model))          # no folder to compare with

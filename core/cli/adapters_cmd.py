@@ -28,7 +28,7 @@ def _model(ws, options, meta: dict) -> tuple[str, str]:
         raise RagloopError(f"adapter {meta['name']!r} was trained on {meta['model']}, not on "
                            f"the default model; give -o model={meta['model']}")
     checkpoint, model_id = resolve_base(ws, pairs.get("model"))
-    check_base(meta, model_id)
+    check_base(meta, model_id, checkpoint)
     return checkpoint, model_id
 
 
