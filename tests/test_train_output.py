@@ -44,6 +44,8 @@ def test_early_stopping_reports_the_kept_steps_loss_and_says_it_stopped(tmp_path
     assert "Stopped early at step 4" in out.stdout and "holds step 3's weights" in out.stdout
     meta = json.loads((ragloop_home / "adapters" / "es" / "ragloop-adapter.json").read_text())
     assert meta["metrics"]["final_loss"] == loss[3] and meta["metrics"]["stopped_early"]
+    listed = " ".join(run("adapters", "list").stdout.split())
+    assert f"steps 4 (stopped early, kept 3) loss {loss[3]:.4f}" in listed, listed
     # The set-up is no longer a silent "0/None preparing": each phase says what it does,
     # the reference pass with its own count, before the steps start.
     lines = out.stderr.splitlines()

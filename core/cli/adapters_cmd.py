@@ -56,7 +56,9 @@ def list_cmd(ws, as_json):
         return
     rows = [[m["name"], m.get("method", "?"), m.get("kind", "?"),
              f"base {m.get('base_model_id') or m.get('base_model')}",
-             f"steps {(m.get('metrics') or {}).get('global_step', '-')}",
+             f"steps {(m.get('metrics') or {}).get('global_step', '-')}"
+             + (f" (stopped early, kept {m['metrics'].get('kept_step')})"
+                if (m.get("metrics") or {}).get("stopped_early") else ""),
              f"loss {_metric(m, 'final_loss')}", (m.get("created_at") or "")[:19]]
             for m in found]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
