@@ -18,6 +18,13 @@ def quiet_library_logs(*more: str) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def no_library_bars() -> None:
+    """The command line shows its own progress (core/cli/progress.py): transformers' and
+    huggingface_hub's tqdm bars ("Writing model shards", "Loading weights") would print over
+    it, or as carriage-return debris in a log. Both read this when first imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def no_call_home() -> None:
     """Telemetry off, always: ragloop works offline and sends nothing. TRL pings the hub
     whenever a trainer starts (through huggingface_hub's send_telemetry), which honours

@@ -56,3 +56,24 @@ def test_not_a_terminal_gets_plain_lines(monkeypatch, capsys):
         bar.add_task("Hidden", total=1)
     err = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0] for line in err] == ["Rating", "Rating", "Loading the model"]
+
+
+def test_library_progress_bars_stay_out_of_ragloops_output(tmp_path):
+    """transformers' tqdm bars ("Writing model shards") would print over ragloop's own
+    progress, or as debris in a log; they are off in a fresh `ragloop` process."""
+    import os
+    import subprocess
+    import sys
+
+    from tiny_models import tiny_causal_lm
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env["RAGLOOP_HOME"] = str(tmp_path / "home")
+    from pathlib import Path
+    ragloop = str(Path(sys.executable).with_name("ragloop"))
+    out = subprocess.run([ragloop, "compress", "--method",
+                          "prune-magnitude", "--model", str(tiny_causal_lm()), "--out",
+                          str(tmp_path / "pruned"), "--eval-tokens", "0"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "pruned" / "config.json").exists()
+    assert "Writing model shards" not in out.stderr and "it/s]" not in out.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import RagloopError
-from ..quiet import quiet_library_logs
+from ..quiet import no_library_bars, quiet_library_logs
 from ..workspace import Workspace
 
 
@@ -56,6 +56,7 @@ def cli(ctx, home, debug):
     """ragloop: answer questions from your documents with citations, rate the answers,
     and train a LoRA adapter on your ratings."""
     quiet_library_logs()
+    no_library_bars()
     ctx.obj = Workspace(home)
     ctx.call_on_close(ctx.obj.close)
 
