@@ -2,7 +2,10 @@
 
 Unchanged files (same content hash) are skipped before anything is loaded. Work is done in
 batches; each batch's chunk rows, vectors and index record are written together, so Ctrl-C
-between batches loses only the batch in flight and a re-run continues from there.
+between batches loses only the batch in flight and a re-run continues from there. A huge
+document is chunked lazily and committed in pieces; its row is marked partial until the
+last one is in. The chunker settings are the index's: recorded, reused, and when new ones
+are named every document is marked stale and re-chunked.
 
 With `--filter`, every changed file is loaded first and the chain runs over all of them
 at once (dedup must compare them with each other and with the documents already
