@@ -237,14 +237,15 @@ def _is_subclass(tensor) -> bool:
     return type(tensor) not in (torch.Tensor, torch.nn.Parameter)
 
 
-def _store_quantized(plain: Path, tmp: Path, storage, work_dtype, saved_dtype) -> str:
+def _store_quantized(plain: Path, tmp: Path, storage, device, work_dtype, saved_dtype) -> str:
     """Reload the full-precision folder `plain` through transformers with the method's
     quantization config and save it into `tmp` quantized; say what was stored. Quantizing
-    the saved-precision weights in the working dtype is what loading them used to do, so the
-    integer data is the same as `ask --compress` computes in memory."""
+    the saved-precision weights in the working dtype on the device is what loading them used
+    to do, so the integer data is the same as `ask --compress` computes in memory."""
     from transformers import AutoModelForCausalLM
+    placed = {} if device == "cpu" else {"device_map": {"": device}}
     model = AutoModelForCausalLM.from_pretrained(plain, dtype=work_dtype,
-                                                 quantization_config=storage)
+                                                 quantization_config=storage, **placed)
     quantized = Counter(type(p).__name__ for p in model.parameters() if _is_subclass(p))
     for p in model.parameters():          # norms and embeddings stay at the saved precision
         if not _is_subclass(p) and p.is_floating_point():
@@ -326,7 +327,9 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
             from transformers import AutoModelForCausalLM
             extra = compressor.load_kwargs(device)
             if storage is not None:
-                report["stored"] = _store_quantized(plain, tmp, storage, work_dtype, saved_dtype)
+                announce("Saving the quantized weights")
+                report["stored"] = _store_quantized(plain, tmp, storage, device, work_dtype,
+                                                    saved_dtype)
                 shutil.rmtree(plain)
                 # Measure what `ask -o model=DIR` gets: the folder loaded, then the method.
                 result = AutoModelForCausalLM.from_pretrained(tmp, dtype=work_dtype).to(device)
