@@ -182,7 +182,8 @@ class Workspace:
 
     def unreadable(self, detail) -> str:
         return (f"the workspace database {self.db_path} is unreadable ({detail}); "
-                f"move it aside or choose another --home")
+                f"move it aside or choose another --home (`ragloop index --rebuild PATH...` "
+                f"moves it aside and indexes PATH again, keeping the ratings it can read)")
 
     def _emptied(self) -> bool:
         """A 0-byte database next to a vector index was truncated, not just created (a new

@@ -181,7 +181,9 @@ def test_corrupt_database(ragloop_home):
     assert result.exit_code == 1
     assert result.output == (
         f"Error: the workspace database {ragloop_home / 'ragloop.db'} is unreadable "
-        "(file is not a database); move it aside or choose another --home\n")
+        "(file is not a database); move it aside or choose another --home (`ragloop index "
+        "--rebuild PATH...` moves it aside and indexes PATH again, keeping the ratings it can "
+        "read)\n")
 
 
 def test_database_from_a_newer_version(ragloop_home):

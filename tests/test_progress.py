@@ -21,15 +21,27 @@ def test_plain_lines_for_start_moves_and_end():
     assert len(lines) == 3
 
 
-def test_lines_are_spaced_by_the_interval():
+def test_work_done_within_the_interval_prints_nothing():
     out = io.StringIO()
     with PlainProgress(interval=3600, stream=out) as bar:
         task = bar.add_task("Files", total=1000)
+        for _ in range(1000):
+            bar.advance(task)
+    assert out.getvalue() == ""
+
+
+def test_lines_are_spaced_by_the_interval_and_a_shown_task_shows_its_end():
+    out = io.StringIO()
+    with PlainProgress(interval=3600, stream=out) as bar:
+        task = bar.add_task("Files", total=1000)
+        bar.tasks[task].last_line -= 3600          # as if the interval had passed
         for _ in range(999):
             bar.advance(task)
-        assert len(out.getvalue().splitlines()) == 1     # only the start
+        assert out.getvalue().splitlines() == [out.getvalue().splitlines()[0]]
+        assert out.getvalue().startswith("Files: 1/1000 (0%), ~")
         bar.advance(task)
     assert out.getvalue().splitlines()[-1].startswith("Files: 1000/1000 (100%)")
+    assert len(out.getvalue().splitlines()) == 2
 
 
 def test_heartbeat_while_nothing_moves():

@@ -48,12 +48,16 @@ def one_error(result):
     return errors[0]
 
 
+REBUILD = (" (`ragloop index --rebuild PATH...` moves it aside and indexes PATH again, keeping "
+           "the ratings it can read)")
+
+
 def test_an_emptied_database_next_to_a_vector_index_is_refused(indexed, ragloop_home):
     (ragloop_home / "ragloop.db").write_bytes(b"")
     line = one_error(run("search", "zebras", ok=False))
     assert line == (f"Error: the workspace database {ragloop_home / 'ragloop.db'} is unreadable "
                     f"(it is empty, yet indexes/ holds a vector index); move it aside or "
-                    f"choose another --home")
+                    f"choose another --home{REBUILD}")
     assert (ragloop_home / "ragloop.db").stat().st_size == 0      # nothing written over it
 
 
@@ -67,7 +71,8 @@ def test_an_empty_database_in_a_new_workspace_is_just_new(ragloop_home):
 def test_damage_found_after_open_is_the_same_one_line_error(indexed, ragloop_home):
     damage_table(ragloop_home, "chunks_fts_config")
     message = (f"Error: the workspace database {ragloop_home / 'ragloop.db'} is unreadable "
-               f"(vtable constructor failed: chunks_fts); move it aside or choose another --home")
+               f"(vtable constructor failed: chunks_fts); move it aside or choose another --home"
+               f"{REBUILD}")
     assert one_error(run("search", "zebras", "--mode", "bm25", ok=False)) == message
     (indexed / "zebra.md").write_text("# Zebras\n\nZebras are striped horses.\n")
     assert one_error(run("index", indexed, ok=False)).startswith(

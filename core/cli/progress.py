@@ -1,10 +1,11 @@
 """Progress on stderr, so stdout stays clean for answers and --json.
 
 On a terminal: rich bars and spinners. Elsewhere (a log file, a pipe, CI) rich shows
-nothing, so the same calls print plain lines instead: one when a task starts, at most one
-every RAGLOOP_PROGRESS_SECONDS (default 5) while it moves, a heartbeat at that interval
-while it does not (model loading, TRL's set-up), and one when it completes. 0 prints a line
-for every update, which tests use to see the lines without waiting on a clock.
+nothing, so the same calls print plain lines instead, for work that lasts: once a task has
+run RAGLOOP_PROGRESS_SECONDS (default 5), a line at most every such interval while it moves,
+a heartbeat at that interval while it does not (model loading, TRL's set-up), and one when
+it completes. Work done sooner prints nothing. 0 prints a line for every update, including
+the start, which tests use to see the lines without waiting on a clock.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class _Task:
         self.completed = 0
         self.started = self.last_line = time.monotonic()
         self.done = False
+        self.shown = False           # a line was printed: its end is worth a line too
 
 
 class PlainProgress:
@@ -84,7 +86,8 @@ class PlainProgress:
             task_id = len(self.tasks)
             task = self.tasks[task_id] = _Task(description, total, fields)
             task.completed = completed
-            self._line(task)
+            if self.interval == 0:
+                self._line(task)
             return task_id
 
     def advance(self, task_id: int, advance: float = 1) -> None:
@@ -122,13 +125,13 @@ class PlainProgress:
         if task.done:
             return
         finished = task.total is not None and task.completed >= task.total
-        if finished or time.monotonic() - task.last_line >= self.interval:
+        if (finished and task.shown) or time.monotonic() - task.last_line >= self.interval:
             self._line(task)
         task.done = finished
 
     def _line(self, task: _Task) -> None:
         now = time.monotonic()
-        task.last_line = now
+        task.last_line, task.shown = now, True
         elapsed = now - task.started
         parts = [task.description or "Working"]
         if task.total:
@@ -160,8 +163,8 @@ def progress_bar(quiet: bool = False):
 
 @contextmanager
 def status(text: str, quiet: bool = False):
-    """A spinner on a terminal; elsewhere `text` once, then a heartbeat line every interval
-    until the work is done."""
+    """A spinner on a terminal; elsewhere a line with `text` every interval until the work
+    is done."""
     if quiet:
         yield
     elif stderr.is_terminal:
