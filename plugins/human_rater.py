@@ -1,11 +1,14 @@
 """The `human` rater: you, at the terminal. Shows the question, the passages (shortened; `e`
 expands them) and the two answers side by side (stacked when the terminal is narrow), and
-reads single key presses without Enter. Plain text when stdout is not a terminal."""
+reads single key presses without Enter (keys typed ahead, say a key and Enter, are taken in
+order). Plain text when stdout is not a terminal."""
 
 from __future__ import annotations
 
+import codecs
 import getpass
 import os
+import re
 import sys
 from dataclasses import replace
 
@@ -35,42 +38,86 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1].rsplit(" ", 1)[0] + " …"
 
 
+# One key: Enter (as \r\n too), an escape sequence (arrow keys send several bytes), or a
+# single character.
+KEY = re.compile(r"\r\n|\x1b(?:\[[0-?]*[ -/]*[@-~]|O.|.)?|.", re.S)
+NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
 class Keyboard:
-    """Single keys in raw mode, lines in the terminal's normal mode."""
+    """Single keys in raw mode, lines in the terminal's normal mode.
+
+    Keys typed ahead arrive in one read: `a` and Enter typed fast, or keys typed while the
+    answers were being generated. They are kept and handed out one at a time."""
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.pending = ""
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
-    def key(self) -> str:
-        """One key press; '' at end of input. Ctrl-C still interrupts."""
+    def _read_raw(self) -> bytes:
         import termios
         import tty
         old = termios.tcgetattr(self.fd)
         try:
             # TCSANOW, not setraw's default TCSAFLUSH, which would drop keys typed ahead.
             tty.setraw(self.fd, termios.TCSANOW)
-            data = os.read(self.fd, 32)
+            return os.read(self.fd, 64)
         except OSError:             # the terminal went away
-            data = b""
+            return b""
         finally:
             try:
                 termios.tcsetattr(self.fd, termios.TCSANOW, old)
             except termios.error:
                 pass
-        if data[:1] == b"\x03":
-            raise KeyboardInterrupt
-        if not data or data[:1] == b"\x04":
-            return ""
-        text = data.decode("utf-8", "replace")
-        return "\n" if text in ("\r", "\n", "\r\n") else text
 
-    def line(self) -> str | None:
-        """A line, with the terminal's own editing; None at end of input."""
+    def key(self) -> str:
+        """One key press, Enter as a newline; '' at end of input. Ctrl-C still interrupts."""
+        while not self.pending:
+            data = self._read_raw()
+            if not data:
+                return ""
+            self.pending = self.decoder.decode(data)   # '' while a character is incomplete
+        key = KEY.match(self.pending).group()
+        self.pending = self.pending[len(key):]
+        if key == "\x03":
+            self.pending = ""
+            raise KeyboardInterrupt
+        # Ctrl-D; typed ahead while the terminal was in its normal mode, the kernel keeps it
+        # as a NUL, and that is what the raw read gets.
+        if key in ("\x04", "\x00"):
+            self.pending = ""
+            return ""
+        return "\n" if NEWLINE.fullmatch(key) else key
+
+    def skip_enter(self) -> None:
+        """Drop an Enter typed right behind the key just taken: `a` + Enter is one answer."""
+        enter = NEWLINE.match(self.pending)
+        if enter:
+            self.pending = self.pending[enter.end():]
+
+    def discard(self) -> None:
+        """Forget keys typed ahead (after a wrong one, the rest is not to be trusted)."""
+        self.pending = ""
+
+    def line(self, echo) -> str | None:
+        """A line, with the terminal's own editing; None at end of input. Text typed ahead
+        comes first (`echo` shows it: raw mode did not)."""
+        typed, self.pending = self.pending, ""
+        end = NEWLINE.search(typed)
+        if end:
+            self.pending = typed[end.end():]
+            echo(typed[:end.start()] + "\n")
+            return typed[:end.start()]
+        if typed:
+            echo(typed)
         try:
             data = os.read(self.fd, 4096)
         except OSError:
-            return None
-        return data.decode("utf-8", "replace").rstrip("\r\n") if data else None
+            data = b""
+        if not data:
+            return typed or None
+        return typed + self.decoder.decode(data).rstrip("\r\n")
 
 
 class Screen:
@@ -172,7 +219,7 @@ class HumanRater(Rater):
         relevant = [self._ask(f"Is passage [{i}] relevant? (y/n): ", "ynq") == "y"
                     for i in range(1, len(item.passages) + 1)] if item.ask_passages else None
         self.screen.write("Comment (Enter to skip): ", end="")
-        comment = (self.keys.line() or "").strip()
+        comment = (self.keys.line(lambda text: self.screen.write(text, end="")) or "").strip()
         if len(comment) > MAX_COMMENT:
             self.screen.write(f"The comment was cut to {MAX_COMMENT} characters.")
         return Verdict(choice, scores, relevant, comment[:MAX_COMMENT])
@@ -186,10 +233,12 @@ class HumanRater(Rater):
                 self.screen.write()
                 raise StopRating("end of input")
             if key.lower() in valid and len(key) == 1:
+                self.keys.skip_enter()
                 self.screen.write(key.lower())
                 if key.lower() == "q":
                     raise StopRating("quit")
                 return key.lower()
+            self.keys.discard()
             shown = "Enter" if key == "\n" else repr(key)
             self.screen.write(f"\n{shown} is not a key here; press one of: "
                               f"{', '.join(valid)}")

@@ -178,3 +178,36 @@ def test_questions_typed_at_the_prompt(tmp_path, workspace):
     assert child.exitstatus == 0
     rows = [(r["text"], r["origin"]) for r in db(workspace)["questions"].rows]
     assert rows == [(QUESTIONS[0], "typed")]
+
+
+def test_keys_typed_ahead_with_enter_are_taken(tmp_path, workspace):
+    child = spawn(rate_args(tmp_path))
+    child.expect_exact("Rating 5 of 5 questions as tester.")
+    # Typed while the first answers are generated: the terminal holds "a" and Enter until
+    # the rater reads, and then hands both over in one read.
+    child.send("a\r")
+    child.expect_exact(PROMPT)
+    refused = "is not a key here"
+    assert child.expect_exact(["Comment (Enter to skip): ", refused]) == 0, child.before
+    child.send("\r")
+    child.expect_exact("Saved 1/5: ")
+    child.expect_exact(QUESTIONS[1])
+    child.expect_exact(PROMPT)
+    child.send("b\r")                      # at the prompt, one write: one read
+    assert child.expect_exact(["Comment (Enter to skip): ", refused]) == 0, child.before
+    child.send("fine\r")
+    child.expect_exact("Saved 2/5: ")
+    # Ctrl-D typed while the third answers are generated reaches the rater as a NUL.
+    child.sendeof()
+    assert child.expect_exact(["Stopped (end of input): 2 rated this session as tester",
+                               refused]) == 0, child.before
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    d = db(workspace)
+    rows = list(d.query("select * from comparisons order by created_at"))
+    shown = [c["left_candidate"] if key == "a" else
+             (c["candidate_b"] if c["left_candidate"] == c["candidate_a"] else c["candidate_a"])
+             for c, key in zip(rows, "ab")]
+    assert [c[f"candidate_{c['choice']}"] for c in rows] == shown
+    assert [r["text"] for r in d["comments"].rows] == ["fine"]
