@@ -57,7 +57,8 @@ def _let_go(fd: int, path: Path) -> None:
 
 
 class Claims:
-    """One session's claims. `take` and `release` run inside the caller's write transaction."""
+    """One session's claims. `take` and `release` run inside the caller's write transaction
+    (the first `take` also tidies up after dead sessions)."""
 
     def __init__(self, ws, session: str):
         self.db, self.session = ws.db, session
@@ -72,11 +73,27 @@ class Claims:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.session}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):        # session ids are unique: only a reused id gets here
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_lock(fd):    # session ids are unique: only a reused id gets here
+                os.close(fd)
+                raise RuntimeError(f"rating session {self.session} is already running")
+            try:                     # a sweep may have removed the file before we locked it
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise RuntimeError(f"rating session {self.session} is already running")
         self._finalizer = weakref.finalize(self, _let_go, fd, path)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Tidy up after sessions that died: their claim rows and their lock files."""
+        sessions = {r[0] for r in self.db.execute("select distinct session from rating_claims")}
+        sessions |= {path.stem for path in self.folder.glob("*.lock")}
+        for session in sessions:
+            if not self.alive(session):          # also removes its lock file
+                self.db.execute("delete from rating_claims where session = ?", [session])
 
     def close(self) -> None:
         if self._finalizer is not None:

@@ -34,6 +34,7 @@ def indexed(tmp_path, ragloop_home):
     for i in range(3):
         (docs / f"doc{i}.md").write_text(f"# Part {i}\n\nWidget {i} lives in zebra.toml.\n")
     run("index", docs, "-o", f"embedder.model={tiny_embedder()}")
+    tiny_causal_lm()            # built here, once: two threads building it would race
     return ragloop_home
 
 
@@ -201,6 +202,7 @@ CLAIM_AND_HANG = textwrap.dedent("""
     with write_transaction(ws.db):
         assert claims.take(question_hash, "pair", fingerprint) is None
         assert claims.take(question_hash, "rater", "alice") is None
+        assert claims.take("a question nobody asks again", "rater", "alice") is None
     print("claimed", flush=True)
     sys.stdin.read()
 """)
@@ -214,11 +216,9 @@ def test_a_killed_sessions_claims_block_nobody(indexed, tmp_path):
                                question.hash, probe.fingerprint],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "claimed\n"
-    claims = probe.claims
-    assert claims.alive("killed-session")
+    assert probe.claims.alive("killed-session")
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    assert not claims.alive("killed-session")             # the kernel dropped its lock
     probe.close()
 
     qfile = tmp_path / "q.txt"
@@ -228,5 +228,7 @@ def test_a_killed_sessions_claims_block_nobody(indexed, tmp_path):
     assert "Saved 1/1: " in result.stdout and "Waiting" not in result.stderr
     d = db(indexed)
     assert d["candidates"].count == 2 and d["comparisons"].count == 1
+    # The kernel dropped the killed session's lock: its claims were taken over or swept,
+    # even the one on a question not rated again, and its lock file is gone.
     assert d["rating_claims"].count == 0
-    assert not (indexed / "locks" / "killed-session.lock").exists()
+    assert list((indexed / "locks").iterdir()) == []
