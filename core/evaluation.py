@@ -215,7 +215,11 @@ def run_eval(context: EvalContext) -> EvalResult:
     started = time.perf_counter()
     for name, evaluator in context.evaluators.items():
         began = time.perf_counter()
+        # One task per evaluator: its models load before its own bars start, and off a
+        # terminal that stretch would otherwise print nothing.
+        done = context.progress(f"Evaluating {name}", 1)
         result = dict(evaluator.evaluate(context) or {})
+        done()
         if "metrics" not in result and "skipped" not in result:
             # A plain {name: number} dict, as a minimal evaluator returns, is its metrics.
             result = {"metrics": {k: v for k, v in result.items()

@@ -318,3 +318,20 @@ def test_the_docs_example_evaluator_runs(rated, monkeypatch, ragloop_home):
     finally:
         pm.unregister(name=module.__name__)
     assert data["evaluators"]["answer-length"]["metrics"]["mean_words"] >= 0
+
+
+def test_each_evaluator_is_told_on_stderr_off_a_terminal(indexed, tmp_path, ragloop_home,
+                                                         monkeypatch):
+    """An evaluator loads its models before its own bars start: off a terminal that
+    stretch is told too, not silent."""
+    monkeypatch.setenv("RAGLOOP_PROGRESS_SECONDS", "0")
+    rows = [{"prompt": render(q), "question": q, "chosen": "zebra.toml", "rejected": "moon"}
+            for q in QUESTIONS[:3]]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run("prefs", "import", tmp_path / "p.jsonl")
+    make_adapter(ragloop_home, "zero", random_b=False)
+    result = run("eval", "--adapter", "zero", *gen(), "--evaluators", "reward")
+    told = [line.split(",")[0] for line in result.stderr.splitlines()
+            if line.startswith("Evaluating reward: ")]
+    assert told == ["Evaluating reward: 0/1 (0%)", "Evaluating reward: 1/1 (100%)"]
+    assert result.stdout.startswith("reward: ")
