@@ -1,5 +1,7 @@
 """Running `ragloop` in-process for tests: the helpers every CLI test module uses."""
 
+import re
+
 from click.testing import CliRunner
 
 from ragloop.core.cli import cli
@@ -18,3 +20,9 @@ def run(*args, ok=True, input=None):
 def emb():
     """The option that points `index` and `search` at the tiny embedder."""
     return ["-o", f"embedder.model={tiny_embedder()}"]
+
+
+def counts(output):
+    """{added|updated|removed|unchanged|skipped: n} from `index`'s summary line."""
+    return {k: int(v) for v, k in re.findall(r"(\d+) (added|updated|removed|unchanged|skipped)",
+                                              output)}

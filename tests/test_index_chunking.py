@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from cli_helpers import emb, run
+from cli_helpers import counts, emb, run
 from ragloop.core import ingest, vector_index
 from ragloop.core.kinds import Document
 from ragloop.core.workspace import Workspace
@@ -34,11 +34,6 @@ def corpus(tmp_path):
     for i, name in enumerate(["a.txt", "b.txt", "c.md", "more/d.txt"]):
         (root / name).write_text(prose(i, 40))
     return root
-
-
-def counts(output):
-    return {k: int(v) for v, k in re.findall(r"(\d+) (added|updated|removed|unchanged|skipped)",
-                                              output)}
 
 
 def stored(home):

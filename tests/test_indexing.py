@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from cli_helpers import emb, run
+from cli_helpers import counts, emb, run
 from ragloop.core import ingest, vector_index
 from ragloop.core.search import rrf, weighted
 from ragloop.core.workspace import Workspace
@@ -30,11 +30,6 @@ def corpus(tmp_path):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     return root
-
-
-def counts(output):
-    return {k: int(v) for v, k in re.findall(r"(\d+) (added|updated|removed|unchanged|skipped)",
-                                              output)}
 
 
 def consistent(home):
