@@ -9,7 +9,7 @@ LoRA r=8 alpha=16 on q/v, batch 2, lr 5e-5, seed 42, one epoch when steps*2 == p
 Each run is its own subprocess, back to back, so peak RSS (ru_maxrss) is per run:
 
 - ragloop:     core.training (fp32 on CPU, reference log-probs precomputed, each pair's
-               prompt run once for both answers: plugins/dpo_shared_prompt.py)
+               prompt run once for both answers: plugins/training/dpo_shared_prompt.py)
 - trl-fp32:    DPOConfig defaults with bf16=False
 - trl-default: DPOConfig defaults (bf16 autocast on: emulated on this CPU, so only
                --default-steps steps, ~90 s each)
@@ -40,8 +40,8 @@ LR, BATCH, R = 5e-5, 2, 8
 
 
 def build_pairs(n: int, home: Path) -> tuple[list[dict], str]:
-    from ragloop.core.ask import load_generator
-    from ragloop.core.prompt import make_messages
+    from ragloop.core.pipeline.ask import load_generator
+    from ragloop.core.pipeline.prompt import make_messages
     from ragloop.core.workspace import Workspace
     gen = load_generator(Workspace(home))
     rows = [json.loads(line) for line in (REPO / "examples/questions.jsonl").read_text().splitlines()]
@@ -61,7 +61,7 @@ def child(mode: str, data: Path, model: str, steps: int, out: Path, options: lis
     logging.disable(logging.WARNING)
     started = time.perf_counter()
     if mode == "ragloop":
-        from ragloop.core.training import TrainSettings, prepare_training, run_training
+        from ragloop.core.pipeline.training import TrainSettings, prepare_training, run_training
         from ragloop.core.workspace import Workspace
         ws = Workspace(out / "ws")
         job = prepare_training(ws, method="dpo", data=data, model=model, name="bench", options=options,

@@ -12,7 +12,7 @@ put together by core/prompt.make_messages as `ask` does.
                                    [--max-new-tokens 48] [--threads N] [--model PATH] [--direct]
 
 --direct times a plain `model.generate` call instead of the generator's streaming path (which
-runs generate in a greenlet on this same thread: plugins/hf_stream.py says why).
+runs generate in a greenlet on this same thread: plugins/hf/stream.py says why).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from types import SimpleNamespace
 
 from _common import CORPUS, QUESTIONS
 
-from ragloop.core.ask import load_generator
-from ragloop.core.prompt import make_messages
+from ragloop.core.pipeline.ask import load_generator
+from ragloop.core.pipeline.prompt import make_messages
 from ragloop.core.workspace import Workspace
 
 METHODS = ["torchao-int8", "torchao-int8-dynamic", "torchao-int4"]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from _common import CORPUS, temp_workspace, timer
 
-from ragloop.core.ingest import Indexer, discover
-from ragloop.core.vector_index import embed_text
+from ragloop.core.pipeline.ingest import Indexer, discover
+from ragloop.core.pipeline.vector_index import embed_text
 
 
 def run_index(indexer: Indexer, files) -> Indexer:

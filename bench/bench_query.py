@@ -16,8 +16,8 @@ from _common import percentiles, temp_workspace
 
 from ragloop.core.config import build_config
 from ragloop.core.registry import get_store
-from ragloop.core.search import Searcher
-from ragloop.core.vector_index import VectorIndex
+from ragloop.core.pipeline.search import Searcher
+from ragloop.core.pipeline.vector_index import VectorIndex
 
 QUERIES = ["how do I install the tool on linux", "what is the default port", "vacation policy",
            "reset a forgotten password", "configure the cache size", "release notes for 2.0"]

@@ -13,8 +13,8 @@ import json
 
 from _common import CORPUS, QUESTIONS, temp_workspace
 
-from ragloop.core.ingest import Indexer, discover
-from ragloop.core.search import Searcher
+from ragloop.core.pipeline.ingest import Indexer, discover
+from ragloop.core.pipeline.search import Searcher
 
 RUNS = [("dense", {"mode": "dense"}), ("bm25", {"mode": "bm25"}),
         ("hybrid rrf", {"mode": "hybrid", "fusion": "rrf"})] + [

@@ -1,6 +1,6 @@
 """ragloop's core: hook specifications, plugin manager, registries, base classes, workspace."""
 
-from .quiet import no_call_home
+from ragloop.core.quiet import no_call_home
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,7 @@ import types
 import typing
 from typing import Any, Iterable, Literal
 
-from .errors import RagloopError
+from ragloop.core.errors import RagloopError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

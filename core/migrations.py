@@ -130,7 +130,7 @@ def m005_create_ratings(db):
 def m006_create_rating_claims(db):
     # Which live rating session is generating a question's pair (kind 'pair', scope: the
     # settings fingerprint) or showing it to a rater id (kind 'rater', scope: that id); see
-    # core/rating_claims.py. A row lives only while that work is under way.
+    # core/pipeline/rating_claims.py. A row lives only while that work is under way.
     db.execute("""
         CREATE TABLE rating_claims (
             question_hash TEXT NOT NULL,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-from .errors import RagloopError
-from .plugins import call_each, warn
+from ragloop.core.errors import RagloopError
+from ragloop.core.plugins import call_each, warn
 
 # kind -> hook that fills it
 KINDS = {

@@ -15,7 +15,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import RagloopError
+from ragloop.core.errors import RagloopError
 
 FOLDERS = ("indexes", "models", "adapters", "runs")
 BUSY_TIMEOUT_MS = 30_000
@@ -174,7 +174,7 @@ class Workspace:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
             db = sqlite_utils.Database(conn)
-            from .migrations import core_migrations
+            from ragloop.core.migrations import core_migrations
             self.migrate(core_migrations, db)
         except sqlite3.DatabaseError as exc:
             raise RagloopError(self.unreadable(exc))

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import emb, run
-from ragloop.core.ask import ADAPTER_SETTING
+from ragloop.core.pipeline.ask import ADAPTER_SETTING
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.hf_generator import model_identity
+from ragloop.plugins.generators.transformers import model_identity
 from test_train import one_line_error
 from tiny_models import tiny_causal_lm
 

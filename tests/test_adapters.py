@@ -6,8 +6,8 @@ import warnings
 
 import pytest
 
-from ragloop.core.ask import ADAPTER_SETTING
-from ragloop.core.training import TrainSettings, train
+from ragloop.core.pipeline.ask import ADAPTER_SETTING
+from ragloop.core.pipeline.training import TrainSettings, train
 from ragloop.core.workspace import Workspace
 from test_ask import indexed  # noqa: F401  (fixture: a tiny index for `ask`)
 from test_train import one_line_error, run, tiny, write
@@ -57,7 +57,7 @@ def test_list_aligns_its_columns(ws):
 
 
 def test_a_name_means_the_workspace_adapter_and_a_path_the_folder(ws, tmp_path, monkeypatch):
-    from ragloop.core.adapters import find_adapter
+    from ragloop.core.pipeline.adapters import find_adapter
     from ragloop.core.errors import RagloopError
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ws.adapters_dir / "tuned", tmp_path / "tuned")

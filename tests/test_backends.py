@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from ragloop.core.errors import RagloopError
-from ragloop.core.parallel import (ParallelOptions, accelerate_config, cores, deepspeed_config,
+from ragloop.plugins.backends.launch import (ParallelOptions, accelerate_config, cores, deepspeed_config,
                                    validate_accelerate_config)
 from test_train import nothing_written, one_line_error, run, tiny, write
 

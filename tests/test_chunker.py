@@ -11,9 +11,9 @@ import pytest
 
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.kinds import Document
+from ragloop.core.components import Document
 from ragloop.core.registry import entries
-from ragloop.plugins.chunker import TokenChunker, TokenChunkerConfig
+from ragloop.plugins.chunkers.tokens import TokenChunker, TokenChunkerConfig
 
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
 

@@ -101,7 +101,7 @@ def test_broken_plugin_in_a_real_process(install_fake, tmp_path):
     assert result.stderr == (
         "Warning: plugin 'ragloop-broken' from ragloop-broken failed to import "
         "(ModuleNotFoundError: No module named 'not_installed_anywhere'); skipped\n")
-    assert "ragloop.plugins.text_loader 0.1.0 (built-in)" in result.stdout
+    assert "ragloop.plugins.loaders.text 0.1.0 (built-in)" in result.stdout
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
-from ragloop.core.compression import (load_compressor, perplexity, token_ids,  # noqa: E402
+from ragloop.plugins.compression.common import (load_compressor, perplexity, token_ids,  # noqa: E402
                                       weight_stats, windows)
 from ragloop.core.errors import RagloopError  # noqa: E402
-from ragloop.plugins import compress_torchao  # noqa: E402
+from ragloop.plugins.compression import torchao as compress_torchao  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
 
 

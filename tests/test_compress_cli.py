@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torchao")
 
 from cli_helpers import run  # noqa: E402
-from ragloop.core.compression import RECIPE  # noqa: E402
+from ragloop.plugins.compression.common import RECIPE  # noqa: E402
 from ragloop.core.workspace import Workspace  # noqa: E402
 from tiny_models import tiny_causal_lm, tiny_embedder  # noqa: E402
 

@@ -35,7 +35,7 @@ def body_linears(model):
 
 
 def generator(**config):
-    from ragloop.plugins.hf_generator import TransformersConfig, TransformersGenerator
+    from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
     return TransformersGenerator(TransformersConfig(**config))
 
 

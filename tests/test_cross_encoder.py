@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import emb, run
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.plugins.cross_encoder import CrossEncoderConfig, CrossEncoderReranker
+from ragloop.plugins.rerankers.cross_encoder import CrossEncoderConfig, CrossEncoderReranker
 from test_train import one_line_error
 from tiny_models import make_tiny_tokenizer, tiny_embedder
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ragloop.core.cli import cli
-from ragloop.core.demo import MARKER
+from ragloop.core.pipeline.demo import MARKER
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 
@@ -28,7 +28,7 @@ def tiny():
 def longer_wins():
     """A one-off rater: the longer answer wins (the judge calls a tiny random model's
     answers ties, which leaves no pairs to train on)."""
-    from ragloop.core.kinds import Rater, Verdict
+    from ragloop.core.components import Rater, Verdict
 
     class Longer(Rater):
         name, description = "longer", "the longer answer wins"
@@ -101,7 +101,7 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
 def test_demo_keeps_out_of_a_real_workspace(tmp_path):
     home = tmp_path / "mine"
     (home / "adapters" / "precious").mkdir(parents=True)
-    from ragloop.core.demo import demo_home
+    from ragloop.core.pipeline.demo import demo_home
     assert demo_home(home) == home / "demo"
     (home / "demo").mkdir()
     (home / "demo" / "notes.txt").write_text("mine")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ragloop.plugins.hf_generator import model_identity
+from ragloop.plugins.generators.transformers import model_identity
 from tiny_models import make_tiny_causal_lm, tiny_causal_lm
 from test_train import nothing_written, one_line_error, run, write
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cli_helpers import emb, run
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.gguf_convert import PACKAGED_MODEL
+from ragloop.plugins.hf.gguf import PACKAGED_MODEL
 from test_model_identity import fake_conversion
 from test_train import one_line_error, write
 from tiny_models import tiny_causal_lm

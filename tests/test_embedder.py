@@ -11,7 +11,7 @@ import pytest
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.plugins.st_embedder import SentenceTransformersConfig, SentenceTransformersEmbedder
+from ragloop.plugins.embedders.sentence_transformers import SentenceTransformersConfig, SentenceTransformersEmbedder
 from tiny_models import make_tiny_embedder, tiny_embedder
 
 TEXTS = ["a", "the capital of France is Paris, a big city on a river",
@@ -43,7 +43,7 @@ def test_registered_as_the_default_embedder():
 
 
 def test_importing_the_plugins_imports_no_heavy_library():
-    code = ("import sys, ragloop.plugins.st_embedder, ragloop.plugins.hf_generator; "
+    code = ("import sys, ragloop.plugins.embedders.sentence_transformers, ragloop.plugins.generators.transformers; "
             "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'numpy')"
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

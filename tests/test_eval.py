@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run
-from ragloop.core.adapters import save_adapter
+from ragloop.core.pipeline.adapters import save_adapter
 from ragloop.core.ids import new_id
-from ragloop.core.prefs import build_rows
+from ragloop.core.pipeline.prefs import build_rows
 from ragloop.core.workspace import Workspace, utcnow
-from ragloop.plugins.hf_generator import model_identity
+from ragloop.plugins.generators.transformers import model_identity
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "

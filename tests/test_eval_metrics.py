@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from ragloop.plugins.eval_retrieval import rank_metrics
-from ragloop.plugins.eval_reward import (completion_logps, encode_pair, implicit_rewards,
+from ragloop.plugins.evaluators.retrieval import rank_metrics
+from ragloop.plugins.evaluators.reward import (completion_logps, encode_pair, implicit_rewards,
                                          reward_metrics, sequence_logps)
-from ragloop.plugins.eval_winrate import wilson, win_rate_metrics
+from ragloop.plugins.evaluators.winrate import wilson, win_rate_metrics
 from tiny_models import tiny_causal_lm
 
 

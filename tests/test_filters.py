@@ -4,7 +4,7 @@ import pytest
 
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.filtering import apply_chain, normalize, run_chain
+from ragloop.core.pipeline.filtering import apply_chain, normalize, run_chain
 from ragloop.core.registry import get_filter
 
 LOREM = ("Rivers carry water from the mountains down to the sea, and along the way they cut "

@@ -149,7 +149,7 @@ def test_min_agreement_uses_scores_for_score_rows(ws):
     score(ws, p[1], 1, "bob")
     score(ws, p[2], 5, "alice")
     score(ws, p[2], 4, "bob")
-    from ragloop.core.filtering import apply_chain
+    from ragloop.core.pipeline.filtering import apply_chain
     rows = [{"prompt": "x", "completion": "y", "label": True, "source": "score",
              "candidate_id": cid} for cid in (p[1], p[2])]
     rows.append({"prompt": "x", "completion": "z", "label": True, "agreement": 0.5,

@@ -11,8 +11,8 @@ from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.gguf_convert import MARKER, PACKAGED_MODEL, converted_checkpoint
-from ragloop.plugins.hf_generator import TransformersConfig, TransformersGenerator
+from ragloop.plugins.hf.gguf import MARKER, PACKAGED_MODEL, converted_checkpoint
+from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
 from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer, tiny_causal_lm
 
 QUESTION = "What is the capital of France?"

@@ -7,7 +7,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ragloop.core import kinds, registry
+from ragloop.core import registry
+from ragloop.core import components as kinds
 from ragloop.core.cli import cli
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
@@ -233,7 +234,7 @@ def test_duplicate_name_keeps_the_first(fresh_plugins, capsys):
         assert registry.get_loader("text") is not Impostor
     assert capsys.readouterr().err == (
         "Warning: loader 'text' from plugin 'test-plugin' is already registered by "
-        "'ragloop.plugins.text_loader'; the first one is kept\n")
+        "'ragloop.plugins.loaders.text'; the first one is kept\n")
 
 
 def test_class_without_name_is_skipped_with_a_warning(fresh_plugins, capsys):

@@ -9,10 +9,11 @@ import re
 import pytest
 
 from cli_helpers import counts, emb, run
-from ragloop.core import ingest, vector_index
-from ragloop.core.kinds import Document
+from ragloop.core.pipeline import ingest
+from ragloop.core.pipeline import vector_index
+from ragloop.core.components import Document
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.chunker import TokenChunker, TokenChunkerConfig
+from ragloop.plugins.chunkers.tokens import TokenChunker, TokenChunkerConfig
 
 WORDS = ("the index maps every chunk of a document to a vector so that search finds the "
          "passage quokka zebrafish river stone light answer question file folder").split()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ragloop.core.vector_index import TRUST_ENV, VectorIndex
+from ragloop.core.pipeline.vector_index import TRUST_ENV, VectorIndex
 from ragloop.core.workspace import Workspace
 from cli_helpers import run
 from tiny_models import tiny_embedder

@@ -6,8 +6,9 @@ import re
 import pytest
 
 from cli_helpers import counts, emb, run
-from ragloop.core import ingest, vector_index
-from ragloop.core.search import rrf, weighted
+from ragloop.core.pipeline import ingest
+from ragloop.core.pipeline import vector_index
+from ragloop.core.pipeline.search import rrf, weighted
 from ragloop.core.workspace import Workspace
 from tiny_models import tiny_embedder
 

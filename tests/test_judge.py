@@ -2,8 +2,8 @@
 count, empty loses, and the same inputs always give the same verdict."""
 
 from ragloop.core import registry
-from ragloop.core.kinds import Comparison, Verdict
-from ragloop.plugins.judge_rater import VERSION, JudgeRater, score
+from ragloop.core.components import Comparison, Verdict
+from ragloop.plugins.raters.judge import VERSION, JudgeRater, score
 
 PASSAGES = [
     "Ferrule is released under the Mozilla Public License 2.0 (MPL-2.0). Contributions are "

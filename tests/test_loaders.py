@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragloop.core.kinds import Document, SkipFile
+from ragloop.core.components import Document, SkipFile
 from ragloop.core.registry import entries
 
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"

@@ -9,13 +9,13 @@ import shutil
 
 import pytest
 
-from ragloop.core.adapters import check_base
+from ragloop.core.pipeline.adapters import check_base
 from ragloop.core.errors import RagloopError
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.gguf_convert import (MARKER, PACKAGED_MODEL, converted_id, fingerprint,
+from ragloop.plugins.hf.gguf import (MARKER, PACKAGED_MODEL, converted_id, fingerprint,
                                           packaged_gguf)
-from ragloop.plugins.hf_common import ID_CACHE
-from ragloop.plugins.hf_generator import (TransformersConfig, TransformersGenerator,
+from ragloop.plugins.hf.common import ID_CACHE
+from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
                                           model_identity)
 from tiny_models import make_tiny_causal_lm, tiny_causal_lm
 

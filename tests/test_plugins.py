@@ -15,7 +15,7 @@ from ragloop.core.registry import get_loader, names
 
 GOOD = '''
 from ragloop.core.hookspecs import hookimpl
-from ragloop.core.kinds import Filter, FilterResult
+from ragloop.core.components import Filter, FilterResult
 
 
 class KeepAll(Filter):
@@ -79,7 +79,7 @@ def test_plugins_lists_third_party(good):
 def test_plugins_all_includes_builtins(good):
     result = run("plugins", "--all")
     assert result.exit_code == 0
-    assert "ragloop.plugins.text_loader 0.1.0 (built-in)\n  hooks: register_loaders\n" in result.output
+    assert "ragloop.plugins.loaders.text 0.1.0 (built-in)\n  hooks: register_loaders\n" in result.output
     listed = [line.split()[0] for line in result.output.splitlines() if not line.startswith(" ")]
     assert listed == [*sorted(DEFAULT_PLUGINS), "ragloop-good"]
 
@@ -87,9 +87,9 @@ def test_plugins_all_includes_builtins(good):
 def test_plugins_hook_filter(good):
     output = run("plugins", "--all", "--hook", "register_filters").output
     assert output.endswith("ragloop-good 0.1\n  hooks: register_filters\n")
-    assert "ragloop.plugins.filters_dedup 0.1.0 (built-in)" in output
+    assert "ragloop.plugins.filters.dedup 0.1.0 (built-in)" in output
     loaders = run("plugins", "--all", "--hook", "register_loaders").output
-    assert "ragloop.plugins.text_loader" in loaders and "ragloop-good" not in loaders
+    assert "ragloop.plugins.loaders.text" in loaders and "ragloop-good" not in loaders
 
 
 def test_plugins_json(good):
@@ -128,7 +128,7 @@ def test_broken_plugin_warns_and_is_skipped(allow_broken, install_fake, case):
     assert result.exit_code == 0
     assert result.stderr == warning
     assert "ragloop-broken" not in result.stdout
-    assert "ragloop-good 0.1" in result.stdout and "ragloop.plugins.text_loader" in result.stdout
+    assert "ragloop-good 0.1" in result.stdout and "ragloop.plugins.loaders.text" in result.stdout
     assert names("filter")[-1] == "keep-all"
     assert get_loader("text").name == "text"
     pm.check_pending()

@@ -10,7 +10,7 @@ import pytest
 
 from cli_helpers import run
 from ragloop.core.ids import new_id
-from ragloop.core.prefs import build_rows, dataset_hash, question_hash
+from ragloop.core.pipeline.prefs import build_rows, dataset_hash, question_hash
 from ragloop.core.workspace import Workspace, utcnow
 
 CONTENT = {"pairs": ("prompt", "chosen", "rejected", "question"),
@@ -349,7 +349,7 @@ def test_import_rows_become_ratings_by_the_import_rater(ws, tmp_path):
 
 
 def test_a_failure_while_writing_rolls_back_the_whole_import(ws, tmp_path, monkeypatch):
-    from ragloop.core import prefs_io
+    from ragloop.core.pipeline import prefs_io
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps({**GOOD, "question": f"Q{n}?"}) + "\n" for n in range(3)))
     calls = []
@@ -383,7 +383,7 @@ def test_import_errors_for_missing_or_empty_files(ws, tmp_path):
 
 
 def test_eval_comparisons_count_in_stats_but_never_become_training_rows(ragloop_home):
-    from ragloop.core.prefs import build_rows, latest_votes
+    from ragloop.core.pipeline.prefs import build_rows, latest_votes
     from ragloop.core.workspace import Workspace
     import tempfile, json as _json, pathlib
     rows = [{"prompt": "P1", "chosen": "good one", "rejected": "bad one"},

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ragloop.core.ids import new_id
-from ragloop.core.prefs_stats import compute_stats
+from ragloop.core.pipeline.prefs_stats import compute_stats
 from ragloop.core.workspace import Workspace, utcnow
 from test_prefs import compare, item, run, score
 

@@ -13,10 +13,10 @@ import threading
 import pytest
 
 from cli_helpers import run
-from ragloop.core.rating import Session, Settings
-from ragloop.core.rating_questions import Question
+from ragloop.core.pipeline.rating import Session, Settings
+from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.judge_rater import JudgeRater
+from ragloop.plugins.raters.judge import JudgeRater
 from tiny_models import tiny_causal_lm, tiny_embedder
 
 N = 6
@@ -193,8 +193,8 @@ def test_one_rater_id_in_two_sessions_rates_each_question_once(indexed, tmp_path
 
 CLAIM_AND_HANG = textwrap.dedent("""
     import sys
-    from ragloop.core.rating import write_transaction
-    from ragloop.core.rating_claims import Claims
+    from ragloop.core.pipeline.rating import write_transaction
+    from ragloop.core.pipeline.rating_claims import Claims
     from ragloop.core.workspace import Workspace
     home, question_hash, fingerprint = sys.argv[1:]
     ws = Workspace(home)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import run
-from ragloop.core.prefs import build_rows, dataset_hash
-from ragloop.core.training import TrainSettings, prepare_training
+from ragloop.core.pipeline.prefs import build_rows, dataset_hash
+from ragloop.core.pipeline.training import TrainSettings, prepare_training
 from ragloop.core.workspace import Workspace
 from tiny_models import tiny_causal_lm
 
@@ -76,7 +76,7 @@ def test_each_method_trains_a_lora_adapter_that_the_generator_loads(method, kind
                                                                     ragloop_home):
     from safetensors.torch import load_file
 
-    from ragloop.plugins.hf_generator import (TransformersConfig, TransformersGenerator,
+    from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
                                               model_identity)
     data = write(tmp_path / "data.jsonl", kind)
     out = run("train", "--method", method, "--data", data, *FAST, *tiny(), "--name", "a",
@@ -102,7 +102,7 @@ def test_each_method_trains_a_lora_adapter_that_the_generator_loads(method, kind
 
 
 def test_the_generator_names_the_checkpoint_training_loads():
-    from ragloop.plugins.hf_generator import (TransformersConfig, TransformersGenerator,
+    from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
                                               model_identity)
     generator = TransformersGenerator(TransformersConfig(model=str(tiny_causal_lm())))
     assert generator.checkpoint() == str(Path(tiny_causal_lm()).resolve())
@@ -110,7 +110,7 @@ def test_the_generator_names_the_checkpoint_training_loads():
 
 
 def test_orpo_import_path_is_pinned():
-    from ragloop.plugins.train_orpo import ORPO, TRL_MODULE
+    from ragloop.plugins.training.orpo import ORPO, TRL_MODULE
     config_cls, trainer_cls = ORPO().trl_classes()
     assert TRL_MODULE == "trl.experimental.orpo"
     assert (config_cls.__name__, trainer_cls.__name__) == ("ORPOConfig", "ORPOTrainer")
@@ -215,7 +215,7 @@ def test_prompts_longer_than_max_length_are_refused_before_anything_runs(tmp_pat
 
 
 def test_a_full_disk_while_saving_leaves_no_adapter(tmp_path, ragloop_home, monkeypatch):
-    import ragloop.core.adapters as adapters
+    import ragloop.core.pipeline.adapters as adapters
 
     def full(folder):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -249,7 +249,7 @@ def test_early_stopping_stops_when_the_held_out_loss_stops_improving(tmp_path):
 
 
 def test_trainer_arguments_follow_the_settings_and_the_device(tmp_path):
-    from ragloop.plugins.trl_common import lora_config, training_args
+    from ragloop.plugins.training.trl_base import lora_config, training_args
     job = prepare_training(Workspace(), data=write(tmp_path / "p.jsonl", "pairs"),
                            options=[*tiny()[1:], "target_modules=q_proj,k_proj"],
                            settings=TrainSettings(grad_accum=4, lora_r=4, seed=7))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ragloop.core.training_data import select
-from ragloop.core.training_runs import plot_losses
+from ragloop.core.pipeline.training_data import select
+from ragloop.core.pipeline.training_runs import plot_losses
 from ragloop.core.workspace import Workspace
 from test_eval import gen, indexed, rated, report_folder  # noqa: F401 (fixtures)
 from test_prefs import compare, item, score

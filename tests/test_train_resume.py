@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ragloop.core.training import TrainSettings, prepare_resume, prepare_training, run_training
-from ragloop.core.training_runs import KILL_AT, list_runs, this_process
+from ragloop.core.pipeline.training import TrainSettings, prepare_resume, prepare_training, run_training
+from ragloop.core.pipeline.training_runs import KILL_AT, list_runs, this_process
 from ragloop.core.workspace import Workspace
 from test_train import one_line_error, run, tiny, write
 from tiny_models import tiny_causal_lm

@@ -19,7 +19,7 @@ def train_reward(tmp_path, name="rm", steps=8, n=4):
 
 def test_reward_trains_saves_head_and_adapter_and_scores_chosen_above_rejected(tmp_path,
                                                                            ragloop_home):
-    from ragloop.plugins.train_reward import load_reward_model
+    from ragloop.plugins.training.reward import load_reward_model
     result, data = train_reward(tmp_path)
     folder = ragloop_home / "adapters" / "rm"
     weights = load_file(folder / "adapter_model.safetensors")
@@ -47,7 +47,7 @@ def test_scoring_needs_a_reward_adapter(tmp_path, ragloop_home):
     import pytest
 
     from ragloop.core.errors import RagloopError
-    from ragloop.plugins.train_reward import load_reward_model
+    from ragloop.plugins.training.reward import load_reward_model
     data = write(tmp_path / "pairs.jsonl", "pairs", 4)
     run("train", "--method", "sft", "--data", data, "--max-steps", 1, "-o", "max_length=64",
         *tiny(), "--name", "s")

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import click
 
-from ..adapters import (check_base, export_adapter, find_adapter, get_adapter, list_adapters,
+from ragloop.core.pipeline.adapters import (check_base, export_adapter, find_adapter, get_adapter, list_adapters,
                         merge_adapter, remove_adapter, require_lora, use_adapter)
-from ..errors import RagloopError
-from .app import cli, options_option, pass_workspace
-from .progress import stderr
+from ragloop.core.errors import RagloopError
+from ragloop.core.cli.app import cli, options_option, pass_workspace
+from ragloop.core.cli.progress import stderr
 
 
 def _model(ws, options, meta: dict) -> tuple[str, str]:
     """(checkpoint, model id) of the generator's model, as `ask` would load it; an adapter
     for another base model is refused."""
-    from ..config import parse_pairs
-    from ..training import resolve_base
+    from ragloop.core.config import parse_pairs
+    from ragloop.core.pipeline.training import resolve_base
     pairs = parse_pairs(options)
     unknown = sorted(set(pairs) - {"model"})
     if unknown:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..errors import RagloopError
-from ..quiet import no_library_bars, quiet_library_logs
-from ..workspace import Workspace
+from ragloop.core.errors import RagloopError
+from ragloop.core.quiet import no_library_bars, quiet_library_logs
+from ragloop.core.workspace import Workspace
 
 
 class RagloopGroup(click.Group):
@@ -14,7 +14,7 @@ class RagloopGroup(click.Group):
     unexpected exceptions into one line unless --debug is given."""
 
     def _plugin_commands(self) -> dict[str, click.Command]:
-        from ..plugins import call_each
+        from ragloop.core.plugins import call_each
         extra = click.Group()
         call_each("register_commands", lambda plugin: {"cli": extra})
         return {n: c for n, c in extra.commands.items() if n not in self.commands}

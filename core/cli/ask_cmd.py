@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ..ask import DEFAULT_GENERATOR, generate, load_generator, log_ask, prepare, resolve_adapter
-from ..search import MODES, Searcher
-from .app import cli, options_option, pass_workspace
-from .progress import status, stderr
+from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, generate, load_generator, log_ask, prepare, resolve_adapter
+from ragloop.core.pipeline.search import MODES, Searcher
+from ragloop.core.cli.app import cli, options_option, pass_workspace
+from ragloop.core.cli.progress import status, stderr
 
 
 @cli.command()
@@ -79,7 +79,7 @@ def _check_before_loading(ws, model, compress) -> None:
     folder, a --compress method that cannot load on this machine."""
     model.model_id
     if compress:
-        from ..compression import for_loading
+        from ragloop.plugins.compression.common import for_loading
         device = getattr(model.config, "device", "auto")
         if device == "auto":             # as the generator picks it
             import torch

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..errors import RagloopError
-from ..demo import DemoSettings, DemoUI, ROOT, run_demo
-from ..workspace import default_home
-from .app import cli, options_option
-from .progress import stderr
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.demo import DemoSettings, DemoUI, ROOT, run_demo
+from ragloop.core.workspace import default_home
+from ragloop.core.cli.app import cli, options_option
+from ragloop.core.cli.progress import stderr
 
 
 class BarsUI(DemoUI):
@@ -143,7 +143,7 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
     """
     from rich.panel import Panel
 
-    from .progress import progress_bar
+    from ragloop.core.cli.progress import progress_bar
     home = demo_home_option or (ctx.obj.home if ctx.obj is not None else default_home())
     if rater == "human":
         raise RagloopError("the demo rates on its own; rate yourself afterwards with `ragloop rate`")

@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ..config import option_help
-from ..errors import RagloopError
-from ..filtering import KINDS, all_of, build_chain, noun, run_chain
-from .app import cli, pass_workspace
+from ragloop.core.config import option_help
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.filtering import KINDS, all_of, build_chain, noun, run_chain
+from ragloop.core.cli.app import cli, pass_workspace
 
 
 def _shown(value) -> str:
@@ -22,7 +22,7 @@ def _shown(value) -> str:
 
 
 def _list_filters() -> list[str]:
-    from ..registry import entries
+    from ragloop.core.registry import entries
     lines = []
     for name, entry in entries("filter").items():
         lines.append(f"{name} ({', '.join(entry.cls.applies_to)}): {entry.cls.description}")
@@ -33,12 +33,12 @@ def _list_filters() -> list[str]:
 
 def _records(ws, kind: str) -> list[dict]:
     if kind == "documents":
-        from ..ingest import indexed_documents
+        from ragloop.core.pipeline.ingest import indexed_documents
         records = indexed_documents(ws)
         if not records:
             raise RagloopError("nothing is indexed yet; run `ragloop index PATH` first")
         return records
-    from ..prefs import build_rows
+    from ragloop.core.pipeline.prefs import build_rows
     records = build_rows(ws, kind)
     if not records:
         raise RagloopError(f"no {kind} rows yet; run `ragloop rate` first")
@@ -47,7 +47,7 @@ def _records(ws, kind: str) -> list[dict]:
 
 def _apply_to_index(ws, records, kept, report) -> list[str]:
     """Remove from the index what the chain dropped; rewrites cannot reach stored chunks."""
-    from ..ingest import Indexer
+    from ragloop.core.pipeline.ingest import Indexer
     removed = sorted({r["path"] for r, _, _ in report.removed})
     if removed:
         Indexer(ws).remove_documents(removed)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import RagloopError
-from ..prefs import KINDS, collect, dataset_hash
-from .app import cli, pass_workspace
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.prefs import KINDS, collect, dataset_hash
+from ragloop.core.cli.app import cli, pass_workspace
 
 
 @cli.group()
@@ -26,7 +26,7 @@ def stats(ws, as_json):
     Counts per rater and rater id, tie and both-bad rates, how often the left answer wins,
     Cohen's kappa (two raters) or Krippendorff's alpha (more) on shared items.
     """
-    from ..prefs_stats import compute_stats, format_stats
+    from ragloop.core.pipeline.prefs_stats import compute_stats, format_stats
     report = compute_stats(ws)
     click.echo(json.dumps(report, indent=2) if as_json else "\n".join(format_stats(report)))
 
@@ -57,7 +57,7 @@ def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
     """
     if fmt == "hf" and out is None:
         raise RagloopError("--format hf writes a folder: give it with --out")
-    from ..filtering import build_chain, run_chain
+    from ragloop.core.pipeline.filtering import build_chain, run_chain
     chain = build_chain(ws, filter_names, kind, options)
     built = collect(ws, kind, rater_id, min_agreement)
     rows = built.rows
@@ -70,7 +70,7 @@ def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
             raise RagloopError(f"no {noun} match {filters}; `ragloop prefs stats` lists raters")
         raise RagloopError(f"no {noun} yet; run `ragloop rate` first")
     rows, report = run_chain(chain, rows, kind)
-    from ..prefs_io import to_jsonl, write_hf, write_jsonl
+    from ragloop.core.pipeline.prefs_io import to_jsonl, write_hf, write_jsonl
     if out is None:
         click.echo(to_jsonl(rows).decode(), nl=False)
     elif fmt == "jsonl":
@@ -97,7 +97,7 @@ def import_(ws, file, rater_id):
     FILE is JSONL or a folder written by `export --format hf`; pairs, KTO or SFT rows, told
     apart by their fields. A bad line is reported with its number and nothing is imported.
     """
-    from ..prefs_io import import_file
+    from ragloop.core.pipeline.prefs_io import import_file
     counts = import_file(ws, file, rater_id)
     click.echo(f"Imported {counts['rows']} rows ({counts['kind']}) from {file} "
                f"({counts['questions']} new questions, {counts['candidates']} new answers).")

@@ -17,7 +17,7 @@ import click
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl
-from ragloop.core.kinds import Filter, FilterResult
+from ragloop.core.components import Filter, FilterResult
 from ragloop.core.registry import get_filter
 
 

@@ -1,0 +1,404 @@
+"""Rating sessions: for each question, retrieve passages and generate two candidate answers
+the way `ask` does, store them, show them to a rater plugin in a random (recorded) order,
+and store its verdict the moment it is given.
+
+Two writes per item, each one short transaction: the question and both candidates once
+generated (so an interrupted session reuses them instead of generating again), then the
+comparison with its scores, passage judgments and comment. A question counts as done for a
+rater id once it has a comparison by that id, skips included; resuming is just running the
+same command again.
+
+Sessions running at the same time coordinate through claims (core/pipeline/rating_claims.py): one
+session generates a question's pair and the others wait for it and rate the same pair; with
+`skip_rated`, a rater id never rates a question twice, nor two of its sessions at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sqlite3
+import time
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ragloop.core import registry
+from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, generate, load_generator, prepare, resolve_adapter
+from ragloop.core.config import build_config
+from ragloop.core.errors import RagloopError
+from ragloop.core.ids import new_id
+from ragloop.core.components import CHOICES, Comparison, Rater, Verdict
+from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims
+from ragloop.core.pipeline.rating_questions import Question
+from ragloop.core.pipeline.search import Searcher
+from ragloop.core.pipeline.vector_index import deferred_interrupt
+from ragloop.core.workspace import utcnow
+
+SAMPLE = "sample"
+BASE_VS_ADAPTER = "base-vs-adapter"
+MAX_COMMENT_CHARS = 2000
+POLL_SECONDS = 0.2            # how often a session waiting for another's pair looks again
+
+
+@dataclass
+class Settings:
+    candidates: str = SAMPLE           # sample | base-vs-adapter:NAME
+    k: int = 4
+    mode: str = "hybrid"
+    temperature: float = 0.8           # for sample; base-vs-adapter is greedy
+    max_new_tokens: int = 256
+    scores: bool = False
+    passages: bool = False
+    generator: str = DEFAULT_GENERATOR
+    generator_options: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        kind, _, name = self.candidates.partition(":")
+        if not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())):
+            raise RagloopError(f"--candidates {self.candidates!r} is not understood; use "
+                               f"sample or base-vs-adapter:NAME")
+        if kind == SAMPLE and self.temperature <= 0:
+            raise RagloopError("--temperature must be above 0 for two different samples; "
+                               "use --candidates base-vs-adapter:NAME to compare greedy answers")
+        if self.k < 1:
+            raise RagloopError("-k must be at least 1")
+        if self.max_new_tokens < 1:
+            raise RagloopError("--max-new-tokens must be at least 1")
+
+    @property
+    def kind(self) -> str:
+        return self.candidates.partition(":")[0]
+
+
+@dataclass
+class Candidate:
+    id: str
+    text: str
+    cut_off: bool
+
+
+@dataclass
+class Outcome:
+    """What one rated item produced, in the rater's terms (a = shown left)."""
+    comparison_id: str
+    choice: str                        # a, b, tie, both-bad or skip
+    seconds: float
+
+
+def load_rater(name: str, workspace=None) -> Rater:
+    cls = registry.get_rater(name)
+    return cls(build_config(cls.Config, (), name), workspace=workspace)
+
+
+@contextmanager
+def write_transaction(db):
+    """BEGIN IMMEDIATE takes the write lock up front, so a second session waits on the busy
+    timeout; a deferred transaction that reads first can fail with SQLITE_BUSY at once.
+    Ctrl-C is held until the commit, so an item is stored whole or not at all."""
+    with deferred_interrupt():
+        db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
+        db.conn.execute("COMMIT")
+
+
+class Session:
+    """`skip_rated`: `rate` returns None, rating nothing, for a question this rater id has
+    rated already or that another live session of the same rater id is showing (`ragloop
+    rate`); without it a question is rated whenever asked (eval's win rate decides itself)."""
+
+    def __init__(self, ws, rater: Rater, rater_name: str, rater_id: str, settings: Settings,
+                 skip_rated: bool = False):
+        if not rater_id.strip():
+            raise RagloopError("--rater-id is empty; give a name for who is rating")
+        self.ws, self.db = ws, ws.db
+        self.rater, self.rater_name, self.rater_id = rater, rater_name, rater_id.strip()
+        self.settings, self.skip_rated = settings, skip_rated
+        self.id = new_id()
+        self.claims: Claims | None = None
+        self.searcher = Searcher(ws)
+        self.generators: list = []
+        self.adapters: list[str | None] = []
+        self.status = lambda text: nullcontext()   # the CLI shows a spinner or lines here
+        self._random = random.SystemRandom()
+
+    def open(self) -> None:
+        """Everything that can fail for want of an index, model or adapter, before any write."""
+        self.searcher.require_index()
+        s = self.settings
+        if s.kind == SAMPLE:
+            adapter = resolve_adapter(self.ws, None)
+            gen = load_generator(self.ws, s.generator, s.generator_options, adapter)
+            self.generators, self.adapters = [gen, gen], [adapter, adapter]
+        else:
+            adapter = resolve_adapter(self.ws, s.candidates.partition(":")[2].strip())
+            self.generators = [load_generator(self.ws, s.generator, s.generator_options),
+                               load_generator(self.ws, s.generator, s.generator_options, adapter)]
+            self.adapters = [None, adapter]
+        unique = {id(g): (g, a) for g, a in zip(self.generators, self.adapters)}.values()
+        for gen, _ in unique:
+            gen.model_id                    # a missing model folder fails before the status
+        for gen, adapter in unique:
+            # Loads the model, so a missing or broken one fails here, before any write.
+            with self.status("Loading the model" + (f" with adapter {Path(adapter).name}"
+                                                    if adapter else "")):
+                context = gen.context_length
+            if context <= s.max_new_tokens:
+                raise RagloopError(f"--max-new-tokens {s.max_new_tokens} leaves no room for a "
+                                   f"prompt in the model's context of {context} tokens; "
+                                   f"lower it")
+        self.adapter_ids = [getattr(g, "adapter_id", None) or a
+                            for g, a in zip(self.generators, self.adapters)]
+        self.index_version = self.searcher.index.version
+        self.fingerprint = self._fingerprint()
+        self.claims = Claims(self.ws, self.id)      # here: eval sets its own id before open
+
+    def close(self) -> None:
+        """Let go of this session's lock file (also done at exit; a killed session's lock
+        is dropped by the operating system)."""
+        if self.claims is not None:
+            self.claims.close()
+
+    def _fingerprint(self) -> str:
+        """Candidates generated under the same settings are interchangeable: reused on resume
+        and shared between raters, which is what makes their agreement measurable."""
+        s = self.settings
+        key = {"candidates": s.candidates, "generator": s.generator,
+               "options": sorted(s.generator_options), "k": s.k, "mode": s.mode,
+               "max_new_tokens": s.max_new_tokens,
+               "temperature": s.temperature if s.kind == SAMPLE else 0.0,
+               "models": [g.model_id for g in self.generators], "adapters": self.adapter_ids,
+               "index_version": self.index_version}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ---- what is done ------------------------------------------------------------------
+
+    def done_hashes(self) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "select distinct q.text_hash from comparisons c join questions q "
+            "on q.id = c.question_id where c.rater_id = ?", [self.rater_id])}
+
+    def is_done(self, question: Question) -> bool:
+        return self.db.execute(
+            "select 1 from comparisons c join questions q on q.id = c.question_id "
+            "where q.text_hash = ? and c.rater_id = ? limit 1",
+            [question.hash, self.rater_id]).fetchone() is not None
+
+    # ---- one item ----------------------------------------------------------------------
+
+    def rate(self, question: Question, position: int = 1,
+             total: int | None = None) -> Outcome | None:
+        """Generate (or reuse) two candidates, ask the rater, store the verdict. A
+        StopRating or KeyboardInterrupt from the rater leaves this item unrated. None: with
+        `skip_rated`, the question is rated already or being rated in another session."""
+        if self.skip_rated and not self._claim_for_rater(question):
+            return None
+        try:
+            counter = f" ({position}/{total})" if total else f" ({position})"
+            question_id, pair, hits = self._pair(question, counter)
+            left = self._random.randrange(2)
+            shown = [pair[left], pair[1 - left]]
+            item = Comparison(
+                question.text, [h.text for h in hits], shown[0].text, shown[1].text,
+                sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
+                cut_off=(shown[0].cut_off, shown[1].cut_off), position=position, total=total,
+                ask_scores=self.settings.scores, ask_passages=self.settings.passages)
+            started = time.perf_counter()
+            verdict = self._check(self.rater.compare(item), item)
+            seconds = round(time.perf_counter() - started, 3)
+            comparison_id = self._store(question, question_id, pair, shown, hits, verdict,
+                                        seconds)
+        finally:
+            self._let_go(question)
+        return Outcome(comparison_id, verdict.choice or "skip", seconds)
+
+    # ---- claims ------------------------------------------------------------------------
+
+    def _claim_for_rater(self, question: Question) -> bool:
+        with write_transaction(self.db):
+            if self.is_done(question):
+                return False
+            return self.claims.take(question.hash, RATER, self.rater_id) is None
+
+    def _let_go(self, question: Question) -> None:
+        """Release what this item still holds after a quit, Ctrl-C or error."""
+        held = self.claims.held_for(question.hash) if self.claims else []
+        if not held:
+            return
+        try:
+            with write_transaction(self.db):
+                for claim in held:
+                    self.claims.release(*claim)
+        except sqlite3.Error:
+            pass     # the claim goes stale when this process ends; others then take it over
+
+    def _pair(self, question: Question, counter: str):
+        """The stored pair for these settings; else, when another live session is
+        generating it, wait for that one; else claim it and generate it here."""
+        with ExitStack() as waiting:
+            told = False
+            while True:
+                with write_transaction(self.db):
+                    found = self._stored_pair(question)
+                    holder = None if found else self.claims.take(question.hash, PAIR,
+                                                                 self.fingerprint)
+                if found:
+                    return found
+                if holder is None:
+                    break
+                if not told:
+                    waiting.enter_context(self.status(
+                        f"Waiting for another session (pid {holder[1]}) to generate the "
+                        f"answers{counter}"))
+                    told = True
+                self._wait_for(question, holder[0])
+        with self.status(f"Generating two answers{counter}"):
+            return self._generate(question)
+
+    def _wait_for(self, question: Question, session: str) -> None:
+        """Until `session` no longer holds the pair claim: it stored the pair, or died."""
+        while True:
+            time.sleep(POLL_SECONDS)
+            row = self.claims.holder(question.hash, PAIR, self.fingerprint)
+            if row is None or row[0] != session or not self.claims.alive(session):
+                return
+
+    def _check(self, result, item: Comparison) -> Verdict:
+        who = f"rater {self.rater_name!r}"
+        verdict = result if isinstance(result, Verdict) else Verdict(result)
+        if verdict.choice is not None and verdict.choice not in CHOICES:
+            raise RagloopError(f"{who} returned {verdict.choice!r}; expected one of "
+                               f"{', '.join(CHOICES)} or None to skip")
+        if verdict.scores is not None and (
+                len(verdict.scores) != 2 or
+                not all(isinstance(v, int) and 1 <= v <= 5 for v in verdict.scores)):
+            raise RagloopError(f"{who} returned scores {verdict.scores!r}; expected two "
+                               f"whole numbers from 1 to 5")
+        if verdict.relevant is not None and len(verdict.relevant) != len(item.passages):
+            raise RagloopError(f"{who} judged {len(verdict.relevant)} passages of "
+                               f"{len(item.passages)}")
+        if len(verdict.comment or "") > MAX_COMMENT_CHARS:
+            raise RagloopError(f"{who} returned a comment over {MAX_COMMENT_CHARS} characters")
+        return verdict
+
+    # ---- candidates --------------------------------------------------------------------
+
+    def _stored_pair(self, question: Question):
+        rows = self.db.execute(
+            "select c.id, c.text, c.question_id, c.chunk_ids_json, c.scores_json, c.params_json "
+            "from candidates c join questions q on q.id = c.question_id "
+            "where q.text_hash = ? and json_extract(c.params_json, '$.settings') = ? "
+            "order by c.created_at, c.id", [question.hash, self.fingerprint]).fetchall()
+        pairs: dict[str, dict] = {}
+        for row in rows:
+            params = json.loads(row[5])
+            pairs.setdefault(params.get("pair"), {})[params.get("slot")] = (row, params)
+        for slots in pairs.values():
+            if set(slots) >= {"a", "b"}:
+                row = slots["a"][0]
+                ranked = list(zip(json.loads(row[3]), json.loads(row[4])))
+                hits = self.searcher.hits(ranked)
+                if len(hits) != len(ranked):       # a chunk is gone: generate afresh
+                    continue
+                pair = [Candidate(r[0], r[1], p.get("stop") == "length")
+                        for r, p in (slots["a"], slots["b"])]
+                return row[2], pair, hits
+        return None
+
+    def _seeds(self) -> list[int | None]:
+        if self.settings.kind != SAMPLE:
+            return [None, None]
+        first = self._random.randrange(2**31)
+        second = first
+        while second == first:
+            second = self._random.randrange(2**31)
+        return [first, second]
+
+    def _generate(self, question: Question):
+        s = self.settings
+        base = prepare(self.ws, question.text, self.generators[0], k=s.k, mode=s.mode,
+                       max_new_tokens=s.max_new_tokens, searcher=self.searcher)
+        temperature = s.temperature if s.kind == SAMPLE else 0.0
+        pair_id, rows = new_id(), []
+        for slot, gen, adapter_id, seed in zip("ab", self.generators, self.adapter_ids,
+                                               self._seeds()):
+            answer = replace(base, params=dict(base.params), timings=dict(base.timings))
+            for _ in generate(answer, gen, temperature=temperature, seed=seed):
+                pass
+            passages = answer.prompt.passages
+            params = {**answer.params, "candidates": s.candidates, "settings": self.fingerprint,
+                      "pair": pair_id, "slot": slot, "notes": answer.prompt.notes,
+                      "timings": answer.timings}
+            rows.append({
+                "id": new_id(), "text": answer.text,
+                "prompt": gen.render(answer.prompt.messages),
+                "messages_json": json.dumps(answer.prompt.messages),
+                "chunk_ids_json": json.dumps([h.chunk_id for h in passages]),
+                "scores_json": json.dumps(answer.scores[:len(passages)]),
+                "index_version": self.index_version, "generator": s.generator,
+                "model_id": gen.model_id, "adapter": adapter_id,
+                "params_json": json.dumps(params, default=str), "seed": answer.params.get("seed"),
+                "created_at": utcnow(),
+            })
+        with write_transaction(self.db):
+            question_id = self._question_id(question)
+            for row in rows:
+                self.db["candidates"].insert({**row, "question_id": question_id})
+            self.claims.release(question.hash, PAIR, self.fingerprint)
+        pair = [Candidate(r["id"], r["text"], json.loads(r["params_json"]).get("stop") == "length")
+                for r in rows]
+        # The hits as the model saw them (the last one may have been shortened to fit).
+        return question_id, pair, list(base.prompt.passages)
+
+    def _question_id(self, question: Question) -> str:
+        self.db.execute(
+            "insert or ignore into questions (id, text, text_hash, origin, origin_ref, "
+            "created_at) values (?, ?, ?, ?, ?, ?)",
+            [new_id(), question.text, question.hash, question.origin, question.origin_ref,
+             utcnow()])
+        return self.db.execute("select id from questions where text_hash = ?",
+                               [question.hash]).fetchone()[0]
+
+    # ---- the verdict -------------------------------------------------------------------
+
+    def _store(self, question, question_id, pair, shown, hits, verdict: Verdict,
+               seconds) -> str:
+        """The rater's a/b mean left/right; stored choices mean candidate_a/candidate_b,
+        so a pair reads the same whichever way round it was shown."""
+        choice = verdict.choice or "skip"
+        if choice in ("a", "b"):
+            winner = shown[0] if choice == "a" else shown[1]
+            choice = "a" if winner.id == pair[0].id else "b"
+        now, who = utcnow(), {"rater": self.rater_name, "rater_id": self.rater_id}
+        comparison_id = new_id()
+        with write_transaction(self.db):
+            self.claims.release(question.hash, RATER, self.rater_id)
+            self.db["comparisons"].insert({
+                "id": comparison_id, "question_id": question_id, "candidate_a": pair[0].id,
+                "candidate_b": pair[1].id, "left_candidate": shown[0].id, "choice": choice,
+                **who, "session": self.id, "seconds": seconds, "created_at": now})
+            if verdict.scores and verdict.choice is not None:
+                for candidate, score in zip(shown, verdict.scores):
+                    self.db["scores"].insert({
+                        "id": new_id(), "comparison_id": comparison_id,
+                        "candidate_id": candidate.id, "score": score, **who, "created_at": now})
+            for hit, relevant in zip(hits, verdict.relevant or []):
+                self.db["passage_judgments"].insert({
+                    "id": new_id(), "comparison_id": comparison_id, "question_id": question_id,
+                    "chunk_id": hit.chunk_id, "chunk_text": hit.text, "relevant": int(relevant),
+                    **who, "created_at": now})
+            if (verdict.comment or "").strip():
+                self.db["comments"].insert({
+                    "id": new_id(), "comparison_id": comparison_id,
+                    "text": verdict.comment.strip(), "rater_id": self.rater_id,
+                    "created_at": now})
+        return comparison_id
+
+
+__all__ = ["Session", "Settings", "Outcome", "load_rater", "write_transaction"]

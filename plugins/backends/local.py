@@ -1,0 +1,19 @@
+"""`local`: runs the training method in this process, on this machine."""
+
+from __future__ import annotations
+
+from ragloop.core.hookspecs import hookimpl
+from ragloop.core.components import TrainingBackend
+
+
+class LocalBackend(TrainingBackend):
+    name = "local"
+    description = "Runs the method in this process (CUDA if available, else CPU)."
+
+    def run(self, method, job):
+        return method.train(job)
+
+
+@hookimpl
+def register_training_backends(register):
+    register(LocalBackend)

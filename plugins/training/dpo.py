@@ -1,0 +1,55 @@
+"""`dpo`: Direct Preference Optimization on pairs (TRL's DPOTrainer)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ragloop.core.hookspecs import hookimpl
+from ragloop.plugins.training.trl_base import TrlMethod, TrlOptions
+
+
+@dataclass
+class DPOOptions(TrlOptions):
+    beta: float = field(default=0.1, metadata={
+        "help": "How far the adapter may move from the base model: higher stays closer."})
+    loss_type: str = field(default="sigmoid", metadata={
+        "help": "TRL loss: sigmoid (DPO), ipo, hinge, robust, apo_zero, ..."})
+    precompute_ref_log_probs: bool | None = field(default=None, metadata={
+        "help": "Score every row with the base model once, before training, instead of at "
+                "each step (one forward less per step); none = on for CPU, off otherwise."})
+    share_prompts: bool = field(default=True, metadata={
+        "help": "Score a pair's chosen and rejected answers in one packed row, so the prompt "
+                "runs once instead of twice (same losses; off = TRL's own forward)."})
+    truncation_mode: Literal["keep_start", "keep_end"] = field(default="keep_start", metadata={
+        "help": "Which end of a too-long prompt + answer to keep."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
+
+
+class DPO(TrlMethod):
+    name = "dpo"
+    description = "Direct Preference Optimization on chosen/rejected pairs (TRL DPOTrainer)."
+    data_kind = "pairs"
+    Config = DPOOptions
+
+    def trl_classes(self):
+        from trl import DPOConfig, DPOTrainer
+        if self.config.share_prompts:
+            from ragloop.plugins.training.dpo_shared_prompt import trainer_class
+            return DPOConfig, trainer_class()
+        return DPOConfig, DPOTrainer
+
+    def method_args(self, job) -> dict:
+        c = self.config
+        precompute = c.precompute_ref_log_probs
+        return dict(beta=c.beta, loss_type=[c.loss_type], truncation_mode=c.truncation_mode,
+                    precompute_ref_log_probs=job.device == "cpu" if precompute is None else precompute)
+
+
+@hookimpl
+def register_training_methods(register):
+    register(DPO)
