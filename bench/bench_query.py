@@ -15,9 +15,9 @@ import numpy as np
 from _common import percentiles, temp_workspace
 
 from ragloop.core.config import build_config
-from ragloop.core.registry import get_store
 from ragloop.core.pipeline.search import Searcher
 from ragloop.core.pipeline.vector_index import VectorIndex
+from ragloop.core.registry import get_store
 
 QUERIES = ["how do I install the tool on linux", "what is the default port", "vacation policy",
            "reset a forgotten password", "configure the cache size", "release notes for 2.0"]

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Store
-from ragloop.core.workspace import atomic_write_bytes
+from ragloop.core import RagloopError, Store, atomic_write_bytes, hookimpl
 
 INDEX_FILE = "vectors.faiss"
 

@@ -3,9 +3,9 @@
 import re
 
 from click.testing import CliRunner
+from tiny_models import tiny_embedder
 
 from ragloop.core.cli import cli
-from tiny_models import tiny_embedder
 
 
 def run(*args, ok=True, input=None):

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import emb, run
+from test_train import one_line_error
+from tiny_models import tiny_causal_lm
+
 from ragloop.core.pipeline.ask import ADAPTER_SETTING
 from ragloop.core.workspace import Workspace
 from ragloop.plugins.generators.transformers import model_identity
-from test_train import one_line_error
-from tiny_models import tiny_causal_lm
 
 TINY = ["-o", f"model={tiny_causal_lm()}"]
 

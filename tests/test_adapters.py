@@ -5,13 +5,13 @@ import shutil
 import warnings
 
 import pytest
+from test_ask import indexed  # noqa: F401  (fixture: a tiny index for `ask`)
+from test_train import one_line_error, run, tiny, write
+from tiny_models import tiny_causal_lm
 
 from ragloop.core.pipeline.ask import ADAPTER_SETTING
 from ragloop.core.pipeline.training import TrainSettings, train
 from ragloop.core.workspace import Workspace
-from test_ask import indexed  # noqa: F401  (fixture: a tiny index for `ask`)
-from test_train import one_line_error, run, tiny, write
-from tiny_models import tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +57,8 @@ def test_list_aligns_its_columns(ws):
 
 
 def test_a_name_means_the_workspace_adapter_and_a_path_the_folder(ws, tmp_path, monkeypatch):
-    from ragloop.core.pipeline.adapters import find_adapter
     from ragloop.core.errors import RagloopError
+    from ragloop.core.pipeline.adapters import find_adapter
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ws.adapters_dir / "tuned", tmp_path / "tuned")
     assert find_adapter(ws, "tuned")["path"] == str(ws.adapters_dir / "tuned")
@@ -134,9 +134,11 @@ def test_training_onto_an_existing_name_is_refused(ws, tmp_path):
 
 def test_ask_refuses_an_adapter_trained_on_another_base_model(tmp_path, ragloop_home):
     import json as _json
+
     from click.testing import CliRunner
-    from ragloop.core.cli import cli
     from tiny_models import tiny_causal_lm, tiny_embedder
+
+    from ragloop.core.cli import cli
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# A\n\nThe zebrafish tool listens on port 8742.\n")

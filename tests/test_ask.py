@@ -4,10 +4,10 @@ import json
 import re
 
 import pytest
-
 from cli_helpers import run
-from ragloop.core.workspace import Workspace
 from tiny_models import tiny_causal_lm, tiny_embedder
+
+from ragloop.core.workspace import Workspace
 
 # What `ask` says on stderr when it is not a terminal (a spinner on one).
 STATUS = re.compile(r"(Loading the model|Retrieving passages):? [\d:]+ elapsed")

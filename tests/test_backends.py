@@ -6,11 +6,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_train import nothing_written, one_line_error, run, tiny, write
 
 from ragloop.core.errors import RagloopError
-from ragloop.plugins.backends.launch import (ParallelOptions, accelerate_config, cores, deepspeed_config,
-                                   validate_accelerate_config)
-from test_train import nothing_written, one_line_error, run, tiny, write
+from ragloop.plugins.backends.launch import (
+    ParallelOptions,
+    accelerate_config,
+    cores,
+    deepspeed_config,
+    validate_accelerate_config,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "accelerate"
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from test_train import run, tiny, write
 
 STEPS = 3

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ragloop.core.components import Document
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.components import Document
 from ragloop.core.registry import entries
 from ragloop.plugins.chunkers.tokens import TokenChunker, TokenChunkerConfig
 

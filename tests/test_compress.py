@@ -9,11 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
-from ragloop.plugins.compression.common import (load_compressor, perplexity, token_ids,  # noqa: E402
-                                      weight_stats, windows)
+from tiny_models import tiny_causal_lm  # noqa: E402
+
 from ragloop.core.errors import RagloopError  # noqa: E402
 from ragloop.plugins.compression import torchao as compress_torchao  # noqa: E402
-from tiny_models import tiny_causal_lm  # noqa: E402
+from ragloop.plugins.compression.common import (  # noqa: E402
+    load_compressor,
+    perplexity,
+    token_ids,
+    weight_stats,
+    windows,
+)
 
 
 def tiny_llama(width=64, seed=0):

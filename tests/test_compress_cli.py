@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("torchao")
 
 from cli_helpers import run  # noqa: E402
-from ragloop.plugins.compression.common import RECIPE  # noqa: E402
-from ragloop.core.workspace import Workspace  # noqa: E402
 from tiny_models import tiny_causal_lm, tiny_embedder  # noqa: E402
+
+from ragloop.core.workspace import Workspace  # noqa: E402
+from ragloop.plugins.compression.common import RECIPE  # noqa: E402
 
 NO_CUDA = "Error: bitsandbytes 4-bit/8-bit loading needs a CUDA GPU; this machine has none\n"
 
@@ -201,6 +202,7 @@ def test_too_little_text_to_calibrate_is_one_line_and_writes_nothing(tmp_path):
 
 def test_eval_refuses_an_unknown_compress_method_before_loading_anything():
     from click.testing import CliRunner
+
     from ragloop.core.cli import cli
     result = CliRunner().invoke(cli, ["eval", "--compress", "nope"])
     assert result.exit_code == 1

@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
 from cli_helpers import run  # noqa: E402
-from ragloop.core.errors import RagloopError  # noqa: E402
 from tiny_models import tiny_causal_lm  # noqa: E402
+
+from ragloop.core.errors import RagloopError  # noqa: E402
 
 INT8 = ["torchao-int8", "torchao-int8-dynamic"]
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]

@@ -6,13 +6,13 @@ CrossEncoder, reranks by its scores."""
 from dataclasses import dataclass
 
 import pytest
-
 from cli_helpers import emb, run
+from test_train import one_line_error
+from tiny_models import make_tiny_tokenizer, tiny_embedder
+
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.plugins.rerankers.cross_encoder import CrossEncoderConfig, CrossEncoderReranker
-from test_train import one_line_error
-from tiny_models import make_tiny_tokenizer, tiny_embedder
 
 PASSAGES = ["Paris is the capital of France.", "Dogs bark at night.", "Berlin is in Germany."]
 

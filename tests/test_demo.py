@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny_models import tiny_causal_lm, tiny_embedder
 
 from ragloop.core.cli import cli
 from ragloop.core.pipeline.demo import MARKER
-from tiny_models import tiny_causal_lm, tiny_embedder
 
 
 def demo(home, *args, ok=True):

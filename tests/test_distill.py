@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_train import nothing_written, one_line_error, run, write
+from tiny_models import make_tiny_causal_lm, tiny_causal_lm
 
 from ragloop.plugins.generators.transformers import model_identity
-from tiny_models import make_tiny_causal_lm, tiny_causal_lm
-from test_train import nothing_written, one_line_error, run, write
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 
 from cli_helpers import emb, run
-from ragloop.core.workspace import Workspace
-from ragloop.plugins.hf.gguf import PACKAGED_MODEL
 from test_model_identity import fake_conversion
 from test_train import one_line_error, write
 from tiny_models import tiny_causal_lm
+
+from ragloop.core.workspace import Workspace
+from ragloop.plugins.hf.gguf import PACKAGED_MODEL
 
 RAGLOOP = str(Path(sys.executable).with_name("ragloop"))
 TQDM_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|it/s\]")

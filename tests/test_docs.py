@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from ragloop.core import hookspecs
 from ragloop.core import components as kinds
+from ragloop.core import hookspecs
 from ragloop.core.cli import cli
 from ragloop.core.config import build_config
 from ragloop.core.plugins import pm

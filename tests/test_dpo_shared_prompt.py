@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run
-from ragloop.plugins.training import dpo_shared_prompt
-from ragloop.plugins.training.dpo_shared_prompt import pair_layout, share_prompts
 from test_train import render, tiny
 from tiny_models import tiny_causal_lm
+
+from ragloop.plugins.training import dpo_shared_prompt
+from ragloop.plugins.training.dpo_shared_prompt import pair_layout, share_prompts
 
 FIELDS = ("log_probs", "entropy", "mean_logits")
 

@@ -7,12 +7,15 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_models import make_tiny_embedder, tiny_embedder
 
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.plugins.embedders.sentence_transformers import SentenceTransformersConfig, SentenceTransformersEmbedder
-from tiny_models import make_tiny_embedder, tiny_embedder
+from ragloop.plugins.embedders.sentence_transformers import (
+    SentenceTransformersConfig,
+    SentenceTransformersEmbedder,
+)
 
 TEXTS = ["a", "the capital of France is Paris, a big city on a river",
          "cat", "two dogs and a cat read a long book about rivers and stone houses", "sun moon"]

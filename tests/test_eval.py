@@ -6,14 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run
-from ragloop.core.pipeline.adapters import save_adapter
+from tiny_models import tiny_causal_lm, tiny_embedder
+
 from ragloop.core.ids import new_id
+from ragloop.core.pipeline.adapters import save_adapter
 from ragloop.core.pipeline.prefs import build_rows
 from ragloop.core.workspace import Workspace, utcnow
 from ragloop.plugins.generators.transformers import model_identity
-from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
            "Set max_widgets to limit how many widgets each flurble may hold. ")

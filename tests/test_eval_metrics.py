@@ -5,13 +5,17 @@ answer."""
 import math
 
 import pytest
-
-from ragloop.plugins.evaluators.retrieval import rank_metrics
-from ragloop.plugins.evaluators.reward import (completion_logps, encode_pair, implicit_rewards,
-                                         reward_metrics, sequence_logps)
-from ragloop.plugins.evaluators.winrate import wilson, win_rate_metrics
 from tiny_models import tiny_causal_lm
 
+from ragloop.plugins.evaluators.retrieval import rank_metrics
+from ragloop.plugins.evaluators.reward import (
+    completion_logps,
+    encode_pair,
+    implicit_rewards,
+    reward_metrics,
+    sequence_logps,
+)
+from ragloop.plugins.evaluators.winrate import wilson, win_rate_metrics
 
 # ---- retrieval --------------------------------------------------------------------------
 

@@ -6,11 +6,11 @@ import re
 from pathlib import Path
 
 import pexpect
-
-from ragloop.core.workspace import Workspace
 from test_eval import indexed, rated  # noqa: F401  (fixtures)
 from test_rate_tty import spawn
 from tiny_models import tiny_causal_lm
+
+from ragloop.core.workspace import Workspace
 
 NEW = ["A first new question about zebra.toml?", "A second new question about widgets?"]
 

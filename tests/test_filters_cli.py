@@ -4,10 +4,10 @@
 import json
 
 import pytest
-
 from cli_helpers import emb, run
-from ragloop.core.workspace import Workspace
 from test_prefs import compare, item, score
+
+from ragloop.core.workspace import Workspace
 
 A = "# Tides\n\nThe moon pulls the sea toward it, which makes two high tides a day.\n"
 B = "# Bread\n\nKnead the dough, let it rise for an hour, then bake it until brown.\n"
@@ -235,8 +235,9 @@ def test_filter_without_names_lists_filters_and_options():
 
 def test_index_passes_filter_options_to_the_chain(tmp_path):
     from click.testing import CliRunner
-    from ragloop.core.cli import cli
     from tiny_models import tiny_embedder
+
+    from ragloop.core.cli import cli
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("only three words\n")

@@ -6,14 +6,14 @@ import time
 import warnings
 
 import pytest
+from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer, tiny_causal_lm
 
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.hf.gguf import MARKER, PACKAGED_MODEL, converted_checkpoint
 from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
-from tiny_models import make_tiny_causal_lm, make_tiny_tokenizer, tiny_causal_lm
+from ragloop.plugins.hf.gguf import MARKER, PACKAGED_MODEL, converted_checkpoint
 
 QUESTION = "What is the capital of France?"
 MESSAGES = [{"role": "system", "content": "Answer from the passages."},
@@ -44,9 +44,9 @@ def reference_greedy(model_dir, messages, max_new_tokens):
 
 def make_adapter(base_dir, out_dir):
     """A LoRA adapter with non-zero weights (PEFT's default init is a no-op)."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    import torch
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     lora = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"],

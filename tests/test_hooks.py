@@ -7,8 +7,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from ragloop.core import registry
 from ragloop.core import components as kinds
+from ragloop.core import registry
 from ragloop.core.cli import cli
 from ragloop.core.errors import RagloopError
 from ragloop.core.hookspecs import hookimpl

@@ -7,11 +7,10 @@ import random
 import re
 
 import pytest
-
 from cli_helpers import counts, emb, run
-from ragloop.core.pipeline import ingest
-from ragloop.core.pipeline import vector_index
+
 from ragloop.core.components import Document
+from ragloop.core.pipeline import ingest, vector_index
 from ragloop.core.workspace import Workspace
 from ragloop.plugins.chunkers.tokens import TokenChunker, TokenChunkerConfig
 

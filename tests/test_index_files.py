@@ -6,7 +6,6 @@ import re
 import threading
 
 import pytest
-
 from cli_helpers import emb, run
 
 

@@ -8,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import run
+from tiny_models import tiny_embedder
 
 from ragloop.core.pipeline.vector_index import TRUST_ENV, VectorIndex
 from ragloop.core.workspace import Workspace
-from cli_helpers import run
-from tiny_models import tiny_embedder
 
 REMOTE_CODE = '''
 import os, pathlib

@@ -4,13 +4,12 @@ import json
 import re
 
 import pytest
-
 from cli_helpers import counts, emb, run
-from ragloop.core.pipeline import ingest
-from ragloop.core.pipeline import vector_index
+from tiny_models import tiny_embedder
+
+from ragloop.core.pipeline import ingest, vector_index
 from ragloop.core.pipeline.search import rrf, weighted
 from ragloop.core.workspace import Workspace
-from tiny_models import tiny_embedder
 
 DOCS = {
     "install.md": "# Install\n\n## Linux\n\nRun apt install zebrafish to get the zebrafish tool.\n\n"

@@ -8,16 +8,18 @@ import os
 import shutil
 
 import pytest
-
-from ragloop.core.pipeline.adapters import check_base
-from ragloop.core.errors import RagloopError
-from ragloop.core.workspace import Workspace
-from ragloop.plugins.hf.gguf import (MARKER, PACKAGED_MODEL, converted_id, fingerprint,
-                                          packaged_gguf)
-from ragloop.plugins.hf.common import ID_CACHE
-from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
-                                          model_identity)
 from tiny_models import make_tiny_causal_lm, tiny_causal_lm
+
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.adapters import check_base
+from ragloop.core.workspace import Workspace
+from ragloop.plugins.generators.transformers import (
+    TransformersConfig,
+    TransformersGenerator,
+    model_identity,
+)
+from ragloop.plugins.hf.common import ID_CACHE
+from ragloop.plugins.hf.gguf import MARKER, PACKAGED_MODEL, converted_id, fingerprint, packaged_gguf
 
 
 def model_id(model, workspace=None) -> str:

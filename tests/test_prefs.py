@@ -7,8 +7,8 @@ import json
 import re
 
 import pytest
-
 from cli_helpers import run
+
 from ragloop.core.ids import new_id
 from ragloop.core.pipeline.prefs import build_rows, dataset_hash, question_hash
 from ragloop.core.workspace import Workspace, utcnow
@@ -383,14 +383,18 @@ def test_import_errors_for_missing_or_empty_files(ws, tmp_path):
 
 
 def test_eval_comparisons_count_in_stats_but_never_become_training_rows(ragloop_home):
+    import json as _json
+    import pathlib
+    import tempfile
+
     from ragloop.core.pipeline.prefs import build_rows, latest_votes
     from ragloop.core.workspace import Workspace
-    import tempfile, json as _json, pathlib
     rows = [{"prompt": "P1", "chosen": "good one", "rejected": "bad one"},
             {"prompt": "P2", "chosen": "fine", "rejected": "poor"}]
     path = pathlib.Path(tempfile.mkdtemp()) / "pairs.jsonl"
     path.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
     from click.testing import CliRunner
+
     from ragloop.core.cli import cli
     assert CliRunner().invoke(cli, ["prefs", "import", str(path)]).exit_code == 0
     ws = Workspace(ragloop_home)

@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from test_prefs import compare, item, run, score
 
 from ragloop.core.ids import new_id
 from ragloop.core.pipeline.prefs_stats import compute_stats
 from ragloop.core.workspace import Workspace, utcnow
-from test_prefs import compare, item, run, score
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ import re
 from contextlib import contextmanager
 
 import pytest
-
 from cli_helpers import run
-from ragloop.core.hookspecs import hookimpl
+from tiny_models import tiny_causal_lm, tiny_embedder
+
 from ragloop.core.components import Rater, StopRating
+from ragloop.core.hookspecs import hookimpl
 from ragloop.core.plugins import load_plugins, pm
 from ragloop.core.workspace import Workspace
 from ragloop.plugins.generators.transformers import model_identity
-from tiny_models import tiny_causal_lm, tiny_embedder
 
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
            "Set max_widgets to limit how many widgets each flurble may hold. ")

@@ -11,13 +11,13 @@ import textwrap
 import threading
 
 import pytest
-
 from cli_helpers import run
+from tiny_models import tiny_causal_lm, tiny_embedder
+
 from ragloop.core.pipeline.rating import Session, Settings
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.workspace import Workspace
 from ragloop.plugins.raters.judge import JudgeRater
-from tiny_models import tiny_causal_lm, tiny_embedder
 
 N = 6
 QUESTIONS = [Question(f"Where does widget {n} live?", "file") for n in range(N)]

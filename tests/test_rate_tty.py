@@ -12,10 +12,10 @@ from pathlib import Path
 import pexpect
 import pytest
 from click.testing import CliRunner
+from tiny_models import tiny_causal_lm, tiny_embedder
 
 from ragloop.core.cli import cli
 from ragloop.core.workspace import Workspace
-from tiny_models import tiny_causal_lm, tiny_embedder
 
 RAGLOOP = str(Path(sys.executable).parent / "ragloop")
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "

@@ -9,12 +9,12 @@ import math
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run
+from tiny_models import tiny_causal_lm
+
 from ragloop.core.pipeline.prefs import build_rows, dataset_hash
 from ragloop.core.pipeline.training import TrainSettings, prepare_training
 from ragloop.core.workspace import Workspace
-from tiny_models import tiny_causal_lm
 
 FAST = ["--max-steps", "2", "--lr", "1e-3", "-o", "max_length=64"]
 
@@ -76,8 +76,11 @@ def test_each_method_trains_a_lora_adapter_that_the_generator_loads(method, kind
                                                                     ragloop_home):
     from safetensors.torch import load_file
 
-    from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
-                                              model_identity)
+    from ragloop.plugins.generators.transformers import (
+        TransformersConfig,
+        TransformersGenerator,
+        model_identity,
+    )
     data = write(tmp_path / "data.jsonl", kind)
     out = run("train", "--method", method, "--data", data, *FAST, *tiny(), "--name", "a",
               "--json").stdout
@@ -102,8 +105,11 @@ def test_each_method_trains_a_lora_adapter_that_the_generator_loads(method, kind
 
 
 def test_the_generator_names_the_checkpoint_training_loads():
-    from ragloop.plugins.generators.transformers import (TransformersConfig, TransformersGenerator,
-                                              model_identity)
+    from ragloop.plugins.generators.transformers import (
+        TransformersConfig,
+        TransformersGenerator,
+        model_identity,
+    )
     generator = TransformersGenerator(TransformersConfig(model=str(tiny_causal_lm())))
     assert generator.checkpoint() == str(Path(tiny_causal_lm()).resolve())
     assert generator.model_id == model_identity(tiny_causal_lm())

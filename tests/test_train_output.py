@@ -8,14 +8,14 @@ import math
 from pathlib import Path
 
 import pytest
-
-from ragloop.core.pipeline.training_data import select
-from ragloop.core.pipeline.training_runs import plot_losses
-from ragloop.core.workspace import Workspace
 from test_eval import gen, indexed, rated, report_folder  # noqa: F401 (fixtures)
 from test_prefs import compare, item, score
 from test_train import nothing_written, one_line_error, run, tiny, write
 from test_train_reward import train_reward
+
+from ragloop.core.pipeline.training_data import select
+from ragloop.core.pipeline.training_runs import plot_losses
+from ragloop.core.workspace import Workspace
 
 
 @pytest.fixture

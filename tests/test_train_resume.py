@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ragloop.core.pipeline.training import TrainSettings, prepare_resume, prepare_training, run_training
-from ragloop.core.pipeline.training_runs import KILL_AT, list_runs, this_process
-from ragloop.core.workspace import Workspace
 from test_train import one_line_error, run, tiny, write
 from tiny_models import tiny_causal_lm
+
+from ragloop.core.pipeline.training import (
+    TrainSettings,
+    prepare_resume,
+    prepare_training,
+    run_training,
+)
+from ragloop.core.pipeline.training_runs import KILL_AT, list_runs, this_process
+from ragloop.core.workspace import Workspace
 
 OPTIONS = [f"model={tiny_causal_lm()}", "max_length=64"]
 # A large step size, so that a resume that lost the optimizer state or the data order lands

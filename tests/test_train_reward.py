@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 from safetensors.torch import load_file
+from test_train import run, tiny, write
 
 from ragloop.core.workspace import Workspace
-from test_train import run, tiny, write
 
 
 def train_reward(tmp_path, name="rm", steps=8, n=4):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-
 from test_train import nothing_written, one_line_error, run, tiny, write
 from test_train_reward import train_reward
 

@@ -5,8 +5,8 @@ from the source files, keeping what can still be read of the ratings and asks.""
 import sqlite3
 
 import pytest
-
 from cli_helpers import emb, run
+
 from ragloop.core.workspace import Workspace
 
 DOCS = {"zebra.md": "# Zebras\n\nZebras have black and white stripes.\n",

@@ -123,7 +123,11 @@ def make_tiny_embedder(path, seed: int = 0) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer
     try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sentence_transformer.modules import (
+            Normalize,
+            Pooling,
+            Transformer,
+        )
     except ImportError:                      # sentence-transformers < 6
         from sentence_transformers.models import Normalize, Pooling, Transformer
     from transformers import BertConfig, BertModel

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import click
 
-from ragloop.core.pipeline.adapters import (check_base, export_adapter, find_adapter, get_adapter, list_adapters,
-                        merge_adapter, remove_adapter, require_lora, use_adapter)
-from ragloop.core.errors import RagloopError
 from ragloop.core.cli.app import cli, options_option, pass_workspace
 from ragloop.core.cli.progress import stderr
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.adapters import (
+    check_base,
+    export_adapter,
+    find_adapter,
+    get_adapter,
+    list_adapters,
+    merge_adapter,
+    remove_adapter,
+    require_lora,
+    use_adapter,
+)
 
 
 def _model(ws, options, meta: dict) -> tuple[str, str]:

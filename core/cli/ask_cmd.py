@@ -6,10 +6,17 @@ import json
 
 import click
 
-from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, generate, load_generator, log_ask, prepare, resolve_adapter
-from ragloop.core.pipeline.search import MODES, Searcher
 from ragloop.core.cli.app import cli, options_option, pass_workspace
 from ragloop.core.cli.progress import status, stderr
+from ragloop.core.pipeline.ask import (
+    DEFAULT_GENERATOR,
+    generate,
+    load_generator,
+    log_ask,
+    prepare,
+    resolve_adapter,
+)
+from ragloop.core.pipeline.search import MODES, Searcher
 
 
 @cli.command()

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.demo import DemoSettings, DemoUI, ROOT, run_demo
-from ragloop.core.workspace import default_home
 from ragloop.core.cli.app import cli, options_option
 from ragloop.core.cli.progress import stderr
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.demo import ROOT, DemoSettings, DemoUI, run_demo
+from ragloop.core.workspace import default_home
 
 
 class BarsUI(DemoUI):

@@ -8,11 +8,11 @@ from contextlib import ExitStack
 import click
 
 from ragloop.core import registry
+from ragloop.core.cli.app import cli, options_option, pass_workspace
+from ragloop.core.cli.progress import progress_bar, stderr
 from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
 from ragloop.core.pipeline.evaluation import EvalSettings, prepare_eval, run_eval
 from ragloop.core.pipeline.evaluation_report import summary_line
-from ragloop.core.cli.app import cli, options_option, pass_workspace
-from ragloop.core.cli.progress import progress_bar, stderr
 
 
 @cli.command("eval")

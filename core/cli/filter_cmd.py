@@ -6,10 +6,10 @@ import json
 
 import click
 
+from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.config import option_help
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.filtering import KINDS, all_of, build_chain, noun, run_chain
-from ragloop.core.cli.app import cli, pass_workspace
 
 
 def _shown(value) -> str:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
+from ragloop.core.cli.app import cli, options_option, pass_workspace
+from ragloop.core.cli.progress import progress_bar, stderr
 from ragloop.core.config import split_prefixed
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.ingest import Indexer, discover, documents_under
 from ragloop.core.pipeline.search import FUSIONS, MODES, Searcher, display_path
 from ragloop.core.pipeline.vector_index import VectorIndex
-from ragloop.core.cli.app import cli, options_option, pass_workspace
-from ragloop.core.cli.progress import progress_bar, stderr
 
 PARTS = ("chunker", "embedder", "store")
 

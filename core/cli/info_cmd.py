@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.plugins import plugin_infos
 from ragloop.core.workspace import FOLDERS
-from ragloop.core.cli.app import cli, pass_workspace
 
 
 def _folder_summary(path: Path) -> dict:

@@ -8,9 +8,9 @@ import sys
 
 import click
 
+from ragloop.core.cli.app import cli
 from ragloop.core.errors import RagloopError
 from ragloop.core.plugins import allowlist_report, hook_names, plugin_infos, warn
-from ragloop.core.cli.app import cli
 
 
 @cli.command(name="plugins")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
+from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.prefs import KINDS, collect, dataset_hash
-from ragloop.core.cli.app import cli, pass_workspace
 
 
 @cli.group()

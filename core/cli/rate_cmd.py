@@ -8,13 +8,13 @@ from collections import Counter
 import click
 
 from ragloop.core import registry
-from ragloop.core.pipeline import rating_questions
-from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
-from ragloop.core.errors import RagloopError
-from ragloop.core.components import StopRating
-from ragloop.core.pipeline.rating import Session, Settings, load_rater
 from ragloop.core.cli.app import cli, options_option, pass_workspace
 from ragloop.core.cli.progress import status, stderr
+from ragloop.core.components import StopRating
+from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline import rating_questions
+from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
+from ragloop.core.pipeline.rating import Session, Settings, load_rater
 
 
 @cli.command()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from ragloop.core.errors import RagloopError
+
 from ragloop.core.cli.app import cli, options_option, pass_workspace
 from ragloop.core.cli.progress import progress_bar, stderr
+from ragloop.core.errors import RagloopError
 
 # Flags that are training settings (TrainSettings fields), by click parameter name.
 SETTINGS = {"max_steps": "max_steps", "epochs": "epochs", "lr": "learning_rate",
@@ -129,8 +130,8 @@ def _apply_config_file(ctx, path: str, params: dict) -> list[str]:
 def _parallel(ws, job, params) -> None:
     """Attach --processes/--fsdp/--zero/--offload to the job and let the backend refuse
     them before anything is written."""
-    from ragloop.plugins.backends.launch import ParallelOptions, set_parallel_options
     from ragloop.core.registry import get_training_backend
+    from ragloop.plugins.backends.launch import ParallelOptions, set_parallel_options
     opts = ParallelOptions(params.pop("processes"), params.pop("fsdp"),
                            int(params["zero"]) if params["zero"] else None, params.pop("offload"))
     params.pop("zero")
@@ -219,7 +220,12 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     LoRA, and saves the adapter under the workspace's adapters/ with its lineage. The run
     folder (runs/RUN) keeps the record, checkpoints and a loss curve.
     """
-    from ragloop.core.pipeline.training import TrainSettings, prepare_resume, prepare_training, run_training
+    from ragloop.core.pipeline.training import (
+        TrainSettings,
+        prepare_resume,
+        prepare_training,
+        run_training,
+    )
     if config_file:
         options = (*_apply_config_file(ctx, config_file, params), *options)
     given = {k for k in params if ctx.get_parameter_source(k) not in

@@ -28,9 +28,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ragloop.core.pipeline.ask import ADAPTER_SETTING
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
+from ragloop.core.pipeline.ask import ADAPTER_SETTING
 from ragloop.core.quiet import quiet_library_logs
 from ragloop.core.workspace import utcnow
 

@@ -47,7 +47,12 @@ def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str |
     # Also an adapter given as -o adapter=...: every way to answer with one passes here.
     named = None if adapter else getattr(getattr(generator, "config", None), "adapter", None)
     if adapter or named:
-        from ragloop.core.pipeline.adapters import check_base, find_adapter, read_metadata, require_chat
+        from ragloop.core.pipeline.adapters import (
+            check_base,
+            find_adapter,
+            read_metadata,
+            require_chat,
+        )
         # (imported here: adapters imports this module)
         meta = read_metadata(Path(adapter)) if adapter else find_adapter(ws, named)
         require_chat(meta, "used to generate answers")

@@ -25,14 +25,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ragloop.core import registry
+from ragloop.core.config import build_config, parse_pairs
+from ragloop.core.errors import RagloopError
+from ragloop.core.ids import new_id
 from ragloop.core.pipeline.adapters import check_base, require_lora
 from ragloop.core.pipeline.adapters import find_adapter as adapter_record
 from ragloop.core.pipeline.ask import ADAPTER_SETTING, DEFAULT_GENERATOR, load_generator
-from ragloop.core.config import build_config, parse_pairs
-from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.evaluation_data import (Trained, held_out_pairs, held_out_questions, rated_questions,
-                              trained_on)
-from ragloop.core.ids import new_id
+from ragloop.core.pipeline.evaluation_data import (
+    Trained,
+    held_out_pairs,
+    held_out_questions,
+    rated_questions,
+    trained_on,
+)
 from ragloop.core.pipeline.rating import Session, Settings, load_rater
 from ragloop.core.pipeline.rating_questions import Question, from_file
 from ragloop.core.pipeline.search import Searcher

@@ -26,12 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ragloop.core import registry
-from ragloop.core.pipeline import filtering
+from ragloop.core.components import SkipFile
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.components import SkipFile
-from ragloop.core.pipeline.vector_index import (INDEX_NAME, VectorIndex, code_running_options, deferred_interrupt,
-                           embed_text)
+from ragloop.core.pipeline import filtering
+from ragloop.core.pipeline.vector_index import (
+    INDEX_NAME,
+    VectorIndex,
+    code_running_options,
+    deferred_interrupt,
+    embed_text,
+)
 from ragloop.core.workspace import utcnow
 
 DEFAULT_CHUNKER = "tokens"

@@ -25,11 +25,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ragloop.core import registry
-from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, generate, load_generator, prepare, resolve_adapter
+from ragloop.core.components import CHOICES, Comparison, Rater, Verdict
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
-from ragloop.core.components import CHOICES, Comparison, Rater, Verdict
+from ragloop.core.pipeline.ask import (
+    DEFAULT_GENERATOR,
+    generate,
+    load_generator,
+    prepare,
+    resolve_adapter,
+)
 from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.pipeline.search import Searcher

@@ -28,14 +28,29 @@ from pathlib import Path
 from typing import Any
 
 from ragloop.core import registry
-from ragloop.core.pipeline.adapters import check_name, read_metadata
 from ragloop.core.config import build_config, parse_pairs
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
-from ragloop.core.pipeline.training_data import (DEFAULT_METHOD, NOUNS, TEXT_COLUMNS, TrainingData, select, split,
-                            text_rows)
-from ragloop.core.pipeline.training_runs import (TrainResult, find_run, last_checkpoint, mark_killed,  # noqa: F401
-                            read_record, read_rows, run_training, still_running)
+from ragloop.core.pipeline.adapters import check_name, read_metadata
+from ragloop.core.pipeline.training_data import (
+    DEFAULT_METHOD,
+    NOUNS,
+    TEXT_COLUMNS,
+    TrainingData,
+    select,
+    split,
+    text_rows,
+)
+from ragloop.core.pipeline.training_runs import (  # noqa: F401
+    TrainResult,
+    find_run,
+    last_checkpoint,
+    mark_killed,
+    read_record,
+    read_rows,
+    run_training,
+    still_running,
+)
 
 DEFAULT_BACKEND = "local"
 DEFAULT_LEARNING_RATE = 5e-5     # LoRA-sized; a method may set `default_learning_rate`

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ragloop.core import registry
-from ragloop.core.pipeline.adapters import save_adapter
 from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.adapters import save_adapter
 from ragloop.core.workspace import atomic_write_bytes, utcnow
 
 if TYPE_CHECKING:

@@ -14,10 +14,7 @@ from pathlib import Path
 
 import click
 
-from ragloop.core.config import build_config
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
+from ragloop.core import Filter, FilterResult, RagloopError, build_config, hookimpl
 from ragloop.core.registry import get_filter
 
 

@@ -3,11 +3,14 @@ with a config generated into the run folder; on CPU the processes talk over gloo
 
 from __future__ import annotations
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import TrainingBackend
-from ragloop.plugins.backends.launch import (accelerate_config, check_processes, cuda_devices, launch,
-                                   parallel_options)
+from ragloop.core import RagloopError, TrainingBackend, hookimpl
+from ragloop.plugins.backends.launch import (
+    accelerate_config,
+    check_processes,
+    cuda_devices,
+    launch,
+    parallel_options,
+)
 
 
 class AccelerateBackend(TrainingBackend):

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import TrainingBackend
-from ragloop.plugins.backends.launch import (accelerate_config, check_processes, cuda_devices,
-                                   deepspeed_config, launch, parallel_options)
+from ragloop.core import RagloopError, TrainingBackend, hookimpl
+from ragloop.plugins.backends.launch import (
+    accelerate_config,
+    check_processes,
+    cuda_devices,
+    deepspeed_config,
+    launch,
+    parallel_options,
+)
 
 
 class DeepSpeedBackend(TrainingBackend):

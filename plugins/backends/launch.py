@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragloop.core.errors import RagloopError
+from ragloop.core import RagloopError
 
 EVENTS = "worker-events.jsonl"     # rank 0's job events, tailed by the launching process
 RESULT = "worker-result.json"      # rank 0's metrics

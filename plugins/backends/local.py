@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import TrainingBackend
+from ragloop.core import TrainingBackend, hookimpl
 
 
 class LocalBackend(TrainingBackend):

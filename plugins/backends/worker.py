@@ -19,10 +19,14 @@ sys.modules.setdefault("faiss", None)
 
 
 def rebuild_job(run_dir: Path, resume_from: str | None = None):
-    from ragloop.core import registry
-    from ragloop.core.pipeline.training import TrainingJob, TrainSettings
-    from ragloop.core.pipeline.training_data import TrainingData
-    from ragloop.core.pipeline.training_runs import read_record, read_rows
+    from ragloop.core import (
+        TrainingData,
+        TrainingJob,
+        TrainSettings,
+        read_record,
+        read_rows,
+        registry,
+    )
 
     record = read_record(run_dir)
     cls = registry.get_training_method(record["method"])

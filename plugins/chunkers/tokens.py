@@ -21,8 +21,7 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Chunk, Chunker, Document
+from ragloop.core import Chunk, Chunker, Document, hookimpl
 
 MAX_CHARS_PER_TOKEN = 10      # no real text is sparser; caps chunks of giant [UNK] words
 MAX_HEADING = 200             # longer lines are text, and never run through the regexes

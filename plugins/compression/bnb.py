@@ -10,9 +10,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Compressor
+from ragloop.core import Compressor, RagloopError, hookimpl
 
 NO_CUDA = "bitsandbytes 4-bit/8-bit loading needs a CUDA GPU; this machine has none"
 

@@ -6,13 +6,16 @@ import json
 
 import click
 
-from ragloop.core import registry
+from ragloop.core import (
+    RagloopError,
+    hookimpl,
+    option_help,
+    options_option,
+    pass_workspace,
+    registry,
+    stderr,
+)
 from ragloop.plugins.compression.common import compress as run_compress
-from ragloop.core.config import option_help
-from ragloop.core.errors import RagloopError
-from ragloop.core.cli.app import options_option, pass_workspace
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.cli.progress import stderr
 
 
 @click.command()

@@ -30,10 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ragloop.core import __version__, registry
-from ragloop.core.config import build_config
-from ragloop.core.errors import RagloopError
-from ragloop.core.workspace import utcnow
+from ragloop.core import RagloopError, __version__, build_config, registry, utcnow
 
 RECIPE = "ragloop-compress.json"
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
@@ -169,7 +166,7 @@ def perplexity(model, ids: list[int]) -> tuple[float, int]:
 
 def _source(ws, model: str | None) -> tuple[str, str]:
     """(checkpoint folder or hub id, model id), as `ask` would load the model."""
-    from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator
+    from ragloop.core import DEFAULT_GENERATOR, load_generator
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"] if model else [])
     if not hasattr(generator, "checkpoint"):
         raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to compress")
@@ -179,8 +176,7 @@ def _source(ws, model: str | None) -> tuple[str, str]:
 def _adapter(ws, name: str | None, model_id: str) -> dict | None:
     if not name:
         return None
-    from ragloop.core.pipeline.adapters import check_base, read_metadata, require_lora
-    from ragloop.core.pipeline.ask import resolve_adapter
+    from ragloop.core import check_base, read_metadata, require_lora, resolve_adapter
     meta = read_metadata(Path(resolve_adapter(ws, name)))
     require_lora(meta, "merged before compressing")
     check_base(meta, model_id)
@@ -270,7 +266,7 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
     """Load (merging an adapter first), compress, measure, and write the folder `out`."""
     import torch
 
-    from ragloop.core.pipeline.adapters import write_folder
+    from ragloop.core import write_folder
     compressor = load_compressor(method, options, ws)       # cheap mistakes fail first
     out = check_out(out)
     calibrate = compressor.calibration_tokens

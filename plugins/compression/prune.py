@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Compressor
+from ragloop.core import Compressor, RagloopError, hookimpl
 
 
 def _check_sparsity(value: float) -> None:

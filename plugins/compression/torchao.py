@@ -24,9 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Compressor
+from ragloop.core import Compressor, RagloopError, hookimpl
 
 
 def torchao():

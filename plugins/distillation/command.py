@@ -6,10 +6,7 @@ from pathlib import Path
 
 import click
 
-from ragloop.core.cli.app import options_option, pass_workspace
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.cli.progress import progress_bar
-from ragloop.core.cli.train_cmd import run_reported
+from ragloop.core import hookimpl, options_option, pass_workspace, progress_bar, run_reported
 
 
 @click.command()
@@ -42,8 +39,12 @@ def distill(ws, teacher, student, method, questions, data, max_steps, lr, batch_
     (logits) or its answers (sequences). The result is registered in adapters/ with the
     teacher, questions and run id as lineage.
     """
-    from ragloop.plugins.distillation.common import answer_prompts, prepare_distillation, run_distillation
-    from ragloop.core.pipeline.training import TrainSettings
+    from ragloop.core import TrainSettings
+    from ragloop.plugins.distillation.common import (
+        answer_prompts,
+        prepare_distillation,
+        run_distillation,
+    )
     settings = TrainSettings(max_steps=max_steps, learning_rate=lr, batch_size=batch_size,
                              full=full, seed=seed)
     job = prepare_distillation(ws, teacher, student, method=method, questions=questions,

@@ -25,12 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragloop.core import registry
-from ragloop.core.pipeline.adapters import METADATA, get_adapter
-from ragloop.core.errors import RagloopError
-from ragloop.core.quiet import quiet_library_logs
-from ragloop.core.pipeline.training import TrainSettings, prepare_training, run_training
-from ragloop.core.pipeline.training_data import select
+from ragloop.core import (
+    METADATA,
+    RagloopError,
+    TrainSettings,
+    get_adapter,
+    prepare_training,
+    quiet_library_logs,
+    registry,
+    run_training,
+    select,
+)
 
 DEFAULT_DISTILLER = "logits"
 
@@ -64,7 +69,7 @@ class DistillJob:
 def checkpoint(ws, model: str) -> str:
     """The folder or hub id the generator loads `model` from: the packaged model's name
     becomes its converted folder, a folder its absolute path."""
-    from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator
+    from ragloop.core import DEFAULT_GENERATOR, load_generator
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"])
     if not hasattr(generator, "checkpoint"):
         raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to load")
@@ -91,9 +96,8 @@ def _prompts(ws, teacher: Teacher, questions, data) -> tuple[list[dict], str]:
         rows = select(ws, None, Path(data)).rows
         unique = list(dict.fromkeys(r["prompt"] for r in rows))
         return [{"prompt": p} for p in unique], str(data)
+    from ragloop.core import DEFAULT_GENERATOR, Searcher, load_generator, prepare
     from ragloop.core.pipeline import rating_questions
-    from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator, prepare
-    from ragloop.core.pipeline.search import Searcher
     found = rating_questions.from_file(questions) if questions else rating_questions.from_logs(ws)
     if not found:
         raise RagloopError("no questions to distill on: ask some with `ragloop ask`, or give "

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ragloop.core import Distiller, RagloopError, hookimpl
 from ragloop.plugins.distillation.common import Teacher, answer_prompts, train_student
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Distiller
 from ragloop.plugins.training.trl_base import TrlMethod, TrlOptions
 
 

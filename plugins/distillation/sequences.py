@@ -4,9 +4,8 @@ by the `sft` training method."""
 
 from __future__ import annotations
 
+from ragloop.core import Distiller, hookimpl
 from ragloop.plugins.distillation.common import answer_prompts, train_student
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Distiller
 
 
 class SequenceDistiller(Distiller):

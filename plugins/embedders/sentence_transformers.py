@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Embedder
-
-from ragloop.plugins.hf.common import (library_warnings_hidden, looks_like_path,
-                                       quiet_transformers, short_error, token_encoder)
+from ragloop.core import Embedder, RagloopError, hookimpl
+from ragloop.plugins.hf.common import (
+    library_warnings_hidden,
+    looks_like_path,
+    quiet_transformers,
+    short_error,
+    token_encoder,
+)
 
 PACKAGED_MODEL = "all-MiniLM-L6-v2"
 # The packaged files are the hub model's, so its hub id needs no download either.

@@ -23,9 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Evaluator
-from ragloop.core.pipeline.search import Searcher
+from ragloop.core import Evaluator, Searcher, hookimpl
 
 CUTOFF = 10
 ELLIPSIS = " ..."          # what the prompt appends to a passage it shortened to fit

@@ -19,8 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Evaluator
+from ragloop.core import Evaluator, hookimpl
 
 DEFAULT_BETA = 0.1            # TRL's DPO default
 DEFAULT_MAX_LENGTH = 1024

@@ -18,9 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Evaluator, StopRating
+from ragloop.core import Evaluator, RagloopError, StopRating, hookimpl
 
 OUTCOMES = ("win", "tie", "both-bad", "loss")
 

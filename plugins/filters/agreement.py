@@ -11,9 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
-from ragloop.core.pipeline.prefs import latest_votes, majority
+from ragloop.core import Filter, FilterResult, hookimpl, latest_votes, majority
 
 
 def item_agreement(db) -> dict[str, tuple[float, int]]:

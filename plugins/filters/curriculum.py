@@ -11,10 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
+from ragloop.core import Filter, FilterResult, RagloopError, hookimpl
 from ragloop.core.pipeline.filtering import ANSWERS, noun, record_kind
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
 
 
 @dataclass

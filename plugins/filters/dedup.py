@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ragloop.core.errors import RagloopError
+from ragloop.core import Filter, FilterResult, RagloopError, hookimpl
 from ragloop.core.pipeline.filtering import KINDS, describe, joined, normalize
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
 
 FIELDS_HELP = ("Record fields compared, comma-separated (default: text for documents; "
                "prompt+completion for kto/sft; prompt+chosen+rejected for pairs).")

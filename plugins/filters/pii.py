@@ -10,9 +10,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ragloop.core import Filter, FilterResult, hookimpl
 from ragloop.core.pipeline.filtering import KINDS, TEXTS, noun, record_kind
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
 
 # kind -> (pattern, placeholder, noun); applied in this order, so specific token formats
 # are named before the generic secret pattern could swallow them.

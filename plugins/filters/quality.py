@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ragloop.core import Filter, FilterResult, hookimpl
 from ragloop.core.pipeline.filtering import ANSWERS, KINDS, record_kind
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
 
 
 def answers(record: dict) -> list[tuple[str, str]]:

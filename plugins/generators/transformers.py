@@ -13,16 +13,26 @@ from typing import Iterator, Literal
 
 import click
 
+from ragloop.core import Generator, RagloopError, hookimpl
 from ragloop.plugins.compression.common import for_loading
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Generator
-from ragloop.plugins.hf.gguf import (PACKAGED_MODEL, converted_checkpoint, converted_id,
-                                          fingerprint, marker_id, models_cache_dir,
-                                          packaged_gguf)
-from ragloop.plugins.hf.common import (content_id, hub_cache_repo, library_warnings_hidden,
-                                       looks_like_path, quiet_transformers, short_error,
-                                       token_encoder)
+from ragloop.plugins.hf.common import (
+    content_id,
+    hub_cache_repo,
+    library_warnings_hidden,
+    looks_like_path,
+    quiet_transformers,
+    short_error,
+    token_encoder,
+)
+from ragloop.plugins.hf.gguf import (
+    PACKAGED_MODEL,
+    converted_checkpoint,
+    converted_id,
+    fingerprint,
+    marker_id,
+    models_cache_dir,
+    packaged_gguf,
+)
 from ragloop.plugins.hf.stream import stream_generate
 
 # Beyond this, a CPU spends minutes on one prompt; models advertising 128k rarely need it here.
@@ -139,7 +149,7 @@ class TransformersGenerator(Generator):
             return None
         path = Path(name).expanduser()
         if self.workspace is not None:
-            from ragloop.core.pipeline.adapters import find_adapter
+            from ragloop.core import find_adapter
             path = Path(find_adapter(self.workspace, name)["path"])
         if not path.is_dir():
             raise RagloopError(f"adapter {name!r} is neither a folder nor a name in the "

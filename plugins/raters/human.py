@@ -12,9 +12,7 @@ import re
 import sys
 from dataclasses import replace
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Comparison, Rater, StopRating, Verdict
+from ragloop.core import Comparison, RagloopError, Rater, StopRating, Verdict, hookimpl
 
 CHOICE_KEYS = {"a": "a", "b": "b", "t": "tie", "n": "both-bad", "s": None}
 HELP = [("a", "the left answer, A, is better"), ("b", "the right answer, B, is better"),

@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Comparison, Rater, Verdict
+from ragloop.core import Comparison, Rater, Verdict, hookimpl
 
 VERSION = "1"          # change it whenever a heuristic changes: it is part of the rater id
 MARGIN = 0.05

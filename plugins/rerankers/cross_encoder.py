@@ -6,9 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Reranker
+from ragloop.core import RagloopError, Reranker, hookimpl
 
 
 @dataclass

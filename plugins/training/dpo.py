@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.hookspecs import hookimpl
+from ragloop.core import hookimpl
 from ragloop.plugins.training.trl_base import TrlMethod, TrlOptions
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
+from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.training.trl_base import TrlMethod, TrlOptions
 
 

@@ -13,12 +13,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
-from ragloop.plugins.training.trl_base import (TrlMethod, TrlOptions, fit, load_tokenizer, phase,
-                                        prepare_dataset, progress_callback, tokenizing,
-                                        training_args)
+from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.training.trl_base import (
+    TrlMethod,
+    TrlOptions,
+    fit,
+    load_tokenizer,
+    phase,
+    prepare_dataset,
+    progress_callback,
+    tokenizing,
+    training_args,
+)
 
 HEAD = "score"     # the classification head of transformers' *ForSequenceClassification
 
@@ -124,7 +131,7 @@ class RewardScorer:
 
 def load_reward_model(ws, name: str, base_model: str | None = None) -> RewardScorer:
     """A `reward` adapter of the workspace (by name or folder), ready to score."""
-    from ragloop.core.pipeline.adapters import find_adapter
+    from ragloop.core import find_adapter
     meta = find_adapter(ws, name)
     if meta.get("method") != "reward":
         raise RagloopError(f"adapter {meta['name']!r} is a {meta.get('method') or 'unknown'} "

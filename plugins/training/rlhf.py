@@ -14,12 +14,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.hookspecs import hookimpl
+from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
-from ragloop.plugins.training.trl_base import (TrlMethod, TrlOptions, fit, load_tokenizer,
-                                        lora_config, phase, prepare_dataset, progress_callback,
-                                        training_args)
+from ragloop.plugins.training.trl_base import (
+    TrlMethod,
+    TrlOptions,
+    fit,
+    load_tokenizer,
+    lora_config,
+    phase,
+    prepare_dataset,
+    progress_callback,
+    training_args,
+)
 
 NEED_REWARD = "train a reward model first: ragloop train --method reward"
 # TrainingArguments fields that RLOO/GRPO configs do not take, or that need held-out prompts.
@@ -71,7 +78,7 @@ class RLHF(TrlMethod):
     default_learning_rate = 1e-5
 
     def check(self, job) -> None:
-        from ragloop.core.pipeline.adapters import check_base
+        from ragloop.core import check_base
         if not self.config.reward_adapter:
             raise RagloopError(f"no reward model given; {NEED_REWARD}, then pass it with "
                                f"-o reward_adapter=NAME")
@@ -84,7 +91,7 @@ class RLHF(TrlMethod):
     def _reward_meta(self) -> dict:
         from pathlib import Path
 
-        from ragloop.core.pipeline.adapters import read_metadata
+        from ragloop.core import read_metadata
         name = self.config.reward_adapter
         folder = Path(self.workspace.adapters_dir) / name if self.workspace else None
         if folder is None or not folder.is_dir():
@@ -104,6 +111,7 @@ class RLHF(TrlMethod):
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
         from transformers import AutoModelForCausalLM
+
         from ragloop.plugins.training.reward import load_reward_model
         disable_progress_bar()
         os.environ["TQDM_DISABLE"] = "1"
@@ -121,9 +129,11 @@ class RLHF(TrlMethod):
         tokenizer = load_tokenizer(job.base_model)
         tokenizer.padding_side = "left"            # generation continues the prompt's end
         if c.algorithm == "rloo":
-            from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+            from trl import RLOOConfig as Config
+            from trl import RLOOTrainer as Trainer
         else:
-            from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+            from trl import GRPOConfig as Config
+            from trl import GRPOTrainer as Trainer
         args = {k: v for k, v in training_args(job).items() if k not in _NOT_FOR_ONLINE}
         args.update(eval_strategy="no", load_best_model_at_end=False,
                     # batch_size counts prompts; the trainers count answers

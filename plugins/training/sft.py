@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ragloop.core.hookspecs import hookimpl
+from ragloop.core import hookimpl
 from ragloop.plugins.training.trl_base import TrlMethod, TrlOptions
 
 

@@ -18,8 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ragloop.core.errors import RagloopError
-from ragloop.core.components import TrainingMethod
+from ragloop.core import RagloopError, TrainingMethod
 from ragloop.core.pipeline.training_data import NOUNS
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
 

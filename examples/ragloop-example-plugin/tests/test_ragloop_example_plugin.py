@@ -5,10 +5,10 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from ragloop_example_plugin import DropMarker, DropMarkerConfig
 
 from ragloop.core.cli import cli
 from ragloop.core.registry import get_filter
-from ragloop_example_plugin import DropMarker, DropMarkerConfig
 
 
 @pytest.fixture(autouse=True)
