@@ -197,3 +197,17 @@ def test_database_from_a_newer_version(ragloop_home):
         f"Error: the workspace database {ragloop_home / 'ragloop.db'} was written by a newer "
         "version of ragloop.core (migration 'm999_from_the_future' is unknown here); "
         "upgrade ragloop\n")
+
+
+def test_output_into_a_closed_pipe_stops_quietly(tmp_path):
+    """`ragloop plugins --all | head -1`: the reader leaves early; no error line about it."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)          # closed before ragloop writes: every write fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-c", "from ragloop.core.cli import main; main()",
+                               "--home", str(tmp_path), "plugins", "--all"],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Broken pipe" not in done.stderr and "Error" not in done.stderr, done.stderr
+    assert done.returncode == 1

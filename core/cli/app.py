@@ -37,6 +37,8 @@ class RagloopGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:      # the reader left (`| head`): click's main stops quietly
+            raise
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
