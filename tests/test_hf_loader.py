@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.tiny_models import make_tiny_causal_lm
+from tiny_models import make_tiny_causal_lm
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
