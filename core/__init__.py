@@ -46,6 +46,7 @@ _EXPORTS = {
     "options_option": "cli.app", "pass_workspace": "cli.app",
     "progress_bar": "cli.progress", "status": "cli.progress", "stderr": "cli.progress",
     "run_reported": "cli.train_cmd",
+    "cli": None,    # the command line; cli.cli is the `ragloop` group, e.g. for CliRunner tests
 }
 
 __all__ = ["__version__", *_EXPORTS]

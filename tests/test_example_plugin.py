@@ -63,9 +63,8 @@ def test_command_runs(site, tmp_path):
 
 
 def test_filter_is_usable_through_the_registry(site, tmp_path):
-    code = ("from ragloop.core.config import build_config\n"
-            "from ragloop.core.registry import get_filter\n"
-            "cls = get_filter('drop-marker')\n"
+    code = ("from ragloop.core import build_config, registry\n"
+            "cls = registry.get_filter('drop-marker')\n"
             "f = cls(build_config(cls.Config, ['marker=draft', 'ignore_case=true']))\n"
             "r = f.apply([{'text': 'A Draft'}, {'text': 'final'}])\n"
             "print(cls.__module__, [x['text'] for x in r.kept], [why for _, why in r.removed])\n")

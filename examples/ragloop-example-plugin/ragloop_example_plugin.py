@@ -14,8 +14,7 @@ from pathlib import Path
 
 import click
 
-from ragloop.core import Filter, FilterResult, RagloopError, build_config, hookimpl
-from ragloop.core.registry import get_filter
+from ragloop.core import Filter, FilterResult, RagloopError, build_config, hookimpl, registry
 
 
 @dataclass
@@ -82,7 +81,7 @@ def register_commands(cli):
                   help="Write the kept records here, as JSONL.")
     def example_filter(path, filter_name, options, output):
         """Apply a data filter to a JSONL file and count what it keeps."""
-        cls = get_filter(filter_name)
+        cls = registry.get_filter(filter_name)
         config = build_config(cls.Config, options, owner=f"filter {filter_name!r}")
         records = read_jsonl(path)
         result = cls(config).apply(records)

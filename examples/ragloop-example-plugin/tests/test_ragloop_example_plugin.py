@@ -7,8 +7,7 @@ import pytest
 from click.testing import CliRunner
 from ragloop_example_plugin import DropMarker, DropMarkerConfig
 
-from ragloop.core.cli import cli
-from ragloop.core.registry import get_filter
+from ragloop.core import cli, registry
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +26,7 @@ def notes(tmp_path):
 
 
 def test_filter_is_registered():
-    assert get_filter("drop-marker") is DropMarker
+    assert registry.get_filter("drop-marker") is DropMarker
 
 
 def test_filter_drops_marked_records():
@@ -48,7 +47,7 @@ def test_empty_marker_is_refused():
 
 def test_command(notes, tmp_path):
     out = tmp_path / "kept.jsonl"
-    result = CliRunner().invoke(cli, ["example-filter", str(notes), "--output", str(out)])
+    result = CliRunner().invoke(cli.cli, ["example-filter", str(notes), "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert result.output == "Kept 3 of 4 records.\nRemoved 1: text contains 'TODO'\n"
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == [
@@ -56,19 +55,19 @@ def test_command(notes, tmp_path):
 
 
 def test_command_options(notes):
-    result = CliRunner().invoke(cli, ["example-filter", str(notes), "-o", "marker=todo",
-                                      "-o", "ignore_case=yes"])
+    result = CliRunner().invoke(cli.cli, ["example-filter", str(notes), "-o", "marker=todo",
+                                          "-o", "ignore_case=yes"])
     assert result.output == "Kept 2 of 4 records.\nRemoved 2: text contains 'todo'\n"
 
 
 def test_command_bad_input(notes, tmp_path):
-    result = CliRunner().invoke(cli, ["example-filter", str(notes), "-o", "colour=red"])
+    result = CliRunner().invoke(cli.cli, ["example-filter", str(notes), "-o", "colour=red"])
     assert result.exit_code == 1
     assert result.output == ("Error: unknown option 'colour' for filter 'drop-marker'; "
                              "valid options: marker, key, ignore_case\n")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{oops\n')
-    result = CliRunner().invoke(cli, ["example-filter", str(bad)])
+    result = CliRunner().invoke(cli.cli, ["example-filter", str(bad)])
     assert result.exit_code == 1
     assert result.output == (f"Error: {bad}, line 2: not valid JSON "
                              "(Expecting property name enclosed in double quotes)\n")
