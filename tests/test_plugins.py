@@ -13,9 +13,9 @@ from ragloop.core.cli import cli
 from ragloop.core.plugins import DEFAULT_PLUGINS, hook_names, load_plugins, pm
 from ragloop.core.registry import get_loader, names
 
+# Third-party plugins, written as a stranger would: against the public API only.
 GOOD = '''
-from ragloop.core.hookspecs import hookimpl
-from ragloop.core.components import Filter, FilterResult
+from ragloop.core import Filter, FilterResult, hookimpl
 
 
 class KeepAll(Filter):
@@ -34,13 +34,13 @@ BROKEN = {
     "import": ('raise RuntimeError("broken on purpose")\n',
                "Warning: plugin 'ragloop-broken' from ragloop-broken failed to import "
                "(RuntimeError: broken on purpose); skipped\n"),
-    "signature": ("from ragloop.core.hookspecs import hookimpl\n\n"
+    "signature": ("from ragloop.core import hookimpl\n\n"
                   "@hookimpl\ndef register_filters(register, colour):\n    pass\n",
                   "Warning: plugin 'ragloop-broken' was not loaded (PluginValidationError: "
                   "Plugin 'ragloop-broken' for hook 'register_filters' hookimpl definition: "
                   "register_filters(register, colour) Argument(s) {'colour'} are declared in "
                   "the hookimpl but can not be found in the hookspec); fix or uninstall it\n"),
-    "unknown hook": ("from ragloop.core.hookspecs import hookimpl\n\n"
+    "unknown hook": ("from ragloop.core import hookimpl\n\n"
                      "@hookimpl\ndef register_filter(register):\n    pass\n",
                      "Warning: plugin 'ragloop-broken' was not loaded: register_filter is not "
                      "a ragloop hook; see `ragloop plugins --hooks`\n"),
@@ -136,7 +136,7 @@ def test_broken_plugin_warns_and_is_skipped(allow_broken, install_fake, case):
 
 def test_plugin_raising_while_registering(allow_broken, install_fake, capsys):
     install_fake("ragloop-broken", "ragloop_broken", (
-        "from ragloop.core.hookspecs import hookimpl\n\n"
+        "from ragloop.core import hookimpl\n\n"
         "@hookimpl\ndef register_loaders(register):\n    raise RuntimeError('boom')\n"))
     assert get_loader("text").name == "text"
     assert capsys.readouterr().err == (

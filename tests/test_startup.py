@@ -7,7 +7,8 @@ import sys
 
 from ragloop.core.plugins import DEFAULT_PLUGINS
 
-HEAVY = ("torch", "transformers", "faiss", "sentence_transformers", "trl")
+HEAVY = ("torch", "transformers", "faiss", "sentence_transformers", "trl", "peft", "accelerate",
+         "datasets", "numpy", "matplotlib")
 
 CHECK = """
 import importlib, json, sys

@@ -1,5 +1,6 @@
-"""The built wheel holds the three packages (core, plugins, stores) and every built-in plugin
-module, so `pip install ragloop` works away from this checkout."""
+"""The built wheel holds the three packages (core, plugins, stores), every sub-package of
+them and every built-in plugin module, so `pip install ragloop` works away from this
+checkout."""
 
 import json
 import shutil
@@ -7,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ragloop.core.plugins import DEFAULT_PLUGINS
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["ragloop.core", "ragloop.core.cli", "ragloop.plugins", "ragloop.stores"]
+FOLDERS = {"core": "ragloop.core", "plugins": "ragloop.plugins", "stores": "ragloop.stores"}
+# every folder with an __init__.py, as the package it installs as
+PACKAGES = sorted(".".join((FOLDERS[init.relative_to(ROOT).parts[0]],
+                            *init.parent.relative_to(ROOT).parts[1:]))
+                  for folder in FOLDERS for init in (ROOT / folder).rglob("__init__.py"))
 
 WHERE = """
 import importlib, json, sys
@@ -44,3 +51,11 @@ def test_wheel_installs_the_packages(tmp_path):
     files = json.loads(result.stdout)
     assert {m: Path(f).is_relative_to(site) for m, f in files.items()} == dict.fromkeys(modules, True)
     assert (site / "bin" / "ragloop").exists()
+
+
+def test_pyproject_lists_every_package():
+    tomllib = pytest.importorskip("tomllib")        # Python 3.11+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert sorted(setuptools["packages"]) == PACKAGES
+    assert setuptools["package-dir"] == {package: folder for folder, package in FOLDERS.items()}
+    assert {"ragloop.core.pipeline", "ragloop.plugins.hf", "ragloop.plugins.training"} <= set(PACKAGES)
