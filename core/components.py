@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
+from ragloop.core.errors import RagloopError
+
 
 @dataclass
 class NoOptions:
@@ -160,6 +162,24 @@ class Generator(Component):
                  temperature: float = 0.0, seed: int | None = None) -> Iterator[str]:
         """Yield the answer's text piece by piece as it is generated."""
         raise NotImplementedError
+
+    def checkpoint(self) -> str | None:
+        """The folder or hub id the model's weights load from, for code that loads the
+        model itself (training, merging, compression, distillation) and to check an
+        adapter's recorded base; resolving it loads no weights. None, the default, for a
+        generator without such weights (e.g. a model behind an API): those commands then
+        refuse it."""
+        return None
+
+    def check(self) -> None:
+        """Refuse with a RagloopError, before the model loads, what loading would refuse
+        at once (e.g. an option that cannot work on this machine); `ask` calls it before
+        its loading line. The default checks nothing."""
+
+    def save_merged(self, adapter: dict, folder: Path) -> None:
+        """Write the model with the adapter (its record, with `path`) merged in, as a
+        standalone model folder, into the existing empty `folder` (`adapters merge`)."""
+        raise RagloopError(f"generator {self.name!r} cannot merge adapters")
 
 
 CHOICES = ("a", "b", "tie", "both-bad")

@@ -23,11 +23,11 @@ from ragloop.core.pipeline.adapters import (
 )
 
 
-def _model(ws, options, meta: dict) -> tuple[str, str]:
-    """(checkpoint, model id) of the generator's model, as `ask` would load it; an adapter
-    for another base model is refused."""
+def _model(ws, options, meta: dict):
+    """The generator, configured as `ask` would load its model (nothing is loaded); an
+    adapter for another base model is refused."""
     from ragloop.core.config import parse_pairs
-    from ragloop.core.pipeline.training import resolve_base
+    from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator
     pairs = parse_pairs(options)
     unknown = sorted(set(pairs) - {"model"})
     if unknown:
@@ -36,9 +36,11 @@ def _model(ws, options, meta: dict) -> tuple[str, str]:
         # Said without loading (or first converting) the default model.
         raise RagloopError(f"adapter {meta['name']!r} was trained on {meta['model']}, not on "
                            f"the default model; give -o model={meta['model']}")
-    checkpoint, model_id = resolve_base(ws, pairs.get("model"))
-    check_base(meta, model_id, checkpoint)
-    return checkpoint, model_id
+    model = pairs.get("model")
+    generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"] if model else [])
+    checkpoint = generator.checkpoint()        # the packaged model is converted here, once
+    check_base(meta, generator.model_id, checkpoint)
+    return generator
 
 
 def _metric(meta: dict, key: str) -> str:
@@ -124,9 +126,9 @@ def merge(ws, name, out, options):
     without PEFT; use it with -o model=DIR."""
     meta = get_adapter(ws, name)
     require_lora(meta, "merged")
-    checkpoint, model_id = _model(ws, options, meta)
+    generator = _model(ws, options, meta)
     with stderr.status(f"Merging {name}..."):
-        folder = merge_adapter(ws, name, out, checkpoint, model_id)
+        folder = merge_adapter(ws, name, out, generator)
     click.echo(f"Merged {name!r} into {folder}")
 
 

@@ -49,7 +49,7 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
     if temperature < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--temperature")
     model = load_generator(ws, generator, options, adapter_path, compress)
-    _check_before_loading(ws, model, compress)
+    _check_before_loading(model)
     # Status lines on stderr while nothing else shows (a spinner on a terminal); both end
     # before the answer streams to stdout, so nothing is written between its pieces.
     with status("Loading the model"):
@@ -81,17 +81,12 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
         click.echo(f"[{s['n']}] {s['source']}{heading}")
 
 
-def _check_before_loading(ws, model, compress) -> None:
+def _check_before_loading(model) -> None:
     """What loading would refuse at once, refused before the loading line: a missing model
-    folder, a --compress method that cannot load on this machine."""
+    folder (resolving the model's id), and what the generator checks (e.g. a --compress
+    method that cannot load on this machine)."""
     model.model_id
-    if compress:
-        from ragloop.plugins.compression.common import for_loading
-        device = getattr(model.config, "device", "auto")
-        if device == "auto":             # as the generator picks it
-            import torch
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        for_loading(compress, None, ws).check(device)
+    model.check()
 
 
 @cli.command()

@@ -15,7 +15,7 @@ only find_adapter (ask, rate, eval, compress) also takes a folder the user point
     save_adapter(ws, name, write, meta)      check_base(meta, model_id)
     use_adapter(ws, name | None)             remove_adapter(ws, name)
     require_lora(meta, what)                 require_chat(meta, what)
-    export_adapter(ws, name, out)            merge_adapter(ws, name, out, checkpoint, model_id)
+    export_adapter(ws, name, out)            merge_adapter(ws, name, out, generator)
 """
 
 from __future__ import annotations
@@ -226,30 +226,16 @@ def export_adapter(ws, name: str, out: Path) -> Path:
                         f"exporting {name!r}", replace=True)
 
 
-def merge_adapter(ws, name: str, out: Path, checkpoint: str, model_id: str) -> Path:
-    """Write base model + adapter as one standalone model folder (safetensors, float32) that
-    transformers loads without PEFT. `checkpoint` is the base's folder or hub id."""
+def merge_adapter(ws, name: str, out: Path, generator) -> Path:
+    """Write base model + adapter as one standalone model folder that loads without PEFT:
+    `generator.save_merged` writes the model (the transformers generator: safetensors,
+    float32), then the adapter's record goes beside it in ragloop-merged.json."""
     meta = get_adapter(ws, name)
     require_lora(meta, "merged")
-    check_base(meta, model_id)
+    check_base(meta, generator.model_id)
 
     def write(tmp: Path) -> None:
-        import warnings
-
-        quiet_library_logs()
-
-        import torch
-        import transformers
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        transformers.logging.disable_progress_bar()      # stderr is for ragloop's own lines
-        transformers.logging.set_verbosity_error()
-        with warnings.catch_warnings():      # peft and transformers warn about each other
-            warnings.simplefilter("ignore", FutureWarning)
-            base = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-            merged = PeftModel.from_pretrained(base, meta["path"]).merge_and_unload()
-            merged.save_pretrained(tmp, safe_serialization=True)
-            AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
+        generator.save_merged(meta, tmp)
         record = {k: v for k, v in meta.items() if k not in ("path", "default")}
         (tmp / "ragloop-merged.json").write_text(json.dumps(
             {"merged_at": utcnow(), "adapter": record}, indent=2, default=str), encoding="utf-8")

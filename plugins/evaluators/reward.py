@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ragloop.core import Evaluator, hookimpl
+from ragloop.plugins.hf.loader import load_causal_lm
 
 DEFAULT_BETA = 0.1            # TRL's DPO default
 DEFAULT_MAX_LENGTH = 1024
@@ -120,17 +121,18 @@ def scoring_model(context):
     import torch
     base_gen, adapter_gen = context.generators()
     model = getattr(adapter_gen, "model", None)
-    if not (hasattr(model, "disable_adapter") and hasattr(base_gen, "checkpoint")):
+    # Generator.checkpoint(): None for a generator with no weights of its own to load.
+    checkpoint = getattr(base_gen, "checkpoint", lambda: None)()
+    if not (hasattr(model, "disable_adapter") and checkpoint):
         return None
     p = next(model.parameters())
     if p.dtype == torch.float32 and p.device.type == "cpu":
         return model, adapter_gen.tokenizer
     # A GPU or half-precision generator: rewards are differences of large sums, so they are
     # scored in float32, on the CPU for results that do not depend on the device.
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-    loaded = AutoModelForCausalLM.from_pretrained(base_gen.checkpoint(), dtype=torch.float32)
-    return PeftModel.from_pretrained(loaded, context.adapter["path"]).eval(), adapter_gen.tokenizer
+    loaded = load_causal_lm(checkpoint, adapter=context.adapter["path"],
+                            dtype="float32", device="cpu")
+    return loaded.eval(), adapter_gen.tokenizer
 
 
 class RewardEvaluator(Evaluator):

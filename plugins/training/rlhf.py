@@ -16,6 +16,7 @@ from typing import Literal
 
 from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.hf.loader import load_causal_lm
 from ragloop.plugins.training.trl_base import (
     TrlMethod,
     TrlOptions,
@@ -107,10 +108,8 @@ class RLHF(TrlMethod):
 
     def train(self, job) -> dict:
         quiet_transformers()
-        import torch
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
-        from transformers import AutoModelForCausalLM
 
         from ragloop.plugins.training.reward import load_reward_model
         disable_progress_bar()
@@ -143,7 +142,7 @@ class RLHF(TrlMethod):
         rows = _prompts(job.data.train)
         with library_warnings_hidden():
             phase(job, "loading model")
-            model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
+            model = load_causal_lm(job.base_model, dtype="float32", device=None)
             phase(job, f"preparing {len(rows)} prompts")
             try:
                 trainer = Trainer(model=model, reward_funcs=reward, args=Config(**args),

@@ -18,9 +18,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ragloop.core import ROW_NOUNS as NOUNS
 from ragloop.core import RagloopError, TrainingMethod
-from ragloop.core.pipeline.training_data import NOUNS
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.hf.loader import load_causal_lm
 
 
 @dataclass
@@ -261,9 +262,8 @@ def _load_finished(trainer, checkpoint: str) -> None:
 def run(method: TrlMethod, job) -> dict:
     quiet_transformers()                      # torchao and torch's notes about it included
     logging.getLogger("trl").setLevel(logging.ERROR)
-    import torch
     from datasets.utils.logging import disable_progress_bar
-    from transformers import AutoModelForCausalLM, EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback
     disable_progress_bar()
     old_tqdm = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"     # TRL's reference log-prob pass draws its own bar
@@ -273,7 +273,8 @@ def run(method: TrlMethod, job) -> dict:
             config_cls, trainer_cls = method.trl_classes()
             tokenizer = load_tokenizer(job.base_model)
             args = config_cls(**training_args(job), **method.method_args(job))
-            model = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
+            # float32, left where it loads: the trainer places it (and DeepSpeed shards it).
+            model = load_causal_lm(job.base_model, dtype="float32", device=None)
             callbacks = [progress_callback(job)]
             if job.settings.early_stopping is not None:
                 callbacks.append(EarlyStoppingCallback(job.settings.early_stopping))
