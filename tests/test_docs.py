@@ -1,5 +1,8 @@
-"""Every hook has a test and a section in docs/plugins.md, and that section's example runs."""
+"""Every hook has a test and a section in docs/plugins.md, and that section's example runs;
+docs/plugins.md lists the public API and its examples use only it; the paths and modules
+docs/architecture.md (and the other docs this checks) names exist."""
 
+import ast
 import inspect
 import re
 import sys
@@ -10,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+import ragloop.core
 from ragloop.core import components as kinds
 from ragloop.core import hookspecs
 from ragloop.core.cli import cli
@@ -158,3 +162,89 @@ def test_tutorial_shows_the_example_plugin_as_it_is():
     assert len(complete) >= 2
     for block in complete:
         assert block in source, f"docs/plugins.md tutorial drifted from the example:\n{block}"
+
+
+# ---- the public API and the map ------------------------------------------------------------
+
+MAPS = ("docs/architecture.md", "docs/plugins.md", "README.md")
+PATH = re.compile(r"(?<![\w/.-])((?:core|plugins|stores)/[\w./<>*-]*)")
+MODULE = re.compile(r"\bragloop\.(?:core|plugins|stores)(?:\.\w+)*")
+
+
+def public_section():
+    (section,) = [part for part in re.split(r"^(?=## )", DOCS, flags=re.M)
+                  if part.startswith("## The public API")]
+    return section
+
+
+def test_every_exported_name_is_in_the_public_api_section():
+    section = public_section()
+    missing = [n for n in ragloop.core.__all__ if f"`{n}`" not in section]
+    assert missing == [], f"docs/plugins.md's public API section does not list {missing}"
+
+
+def test_public_api_section_lists_only_exported_names():
+    listed = []
+    for row in re.findall(r"^\|[^|\n]*\|([^|\n]*)\|$", public_section(), re.M)[2:]:
+        while re.search(r"\([^()]*\)", row):     # asides name other things
+            row = re.sub(r"\([^()]*\)", "", row)
+        listed += re.findall(r"`(\w+)`", row)
+    assert len(listed) > 40
+    assert [n for n in listed if n not in ragloop.core.__all__] == []
+
+
+@pytest.mark.parametrize("title, code", [
+    (title, code) for title, blocks in sections().items() for code in blocks])
+def test_doc_examples_import_only_the_public_api(title, code):
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:     # a tutorial excerpt: "..." stands for lines left out
+        tree = ast.parse(re.sub(r"^ *\.\.\.\n", "", code, flags=re.M))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ragloop.core"):
+            assert node.module == "ragloop.core", f"{title}: imports {node.module}"
+            hidden = [a.name for a in node.names if a.name not in ragloop.core.__all__]
+            assert hidden == [], f"{title}: {hidden} are not exported by ragloop.core"
+        elif isinstance(node, ast.Import):
+            assert not any(a.name.startswith("ragloop.core.") for a in node.names), title
+
+
+def named_paths(doc):
+    text = (ROOT / doc).read_text()
+    return sorted({p.rstrip(".,:;)") for p in PATH.findall(text) if not re.search(r"[<>*]", p)})
+
+
+@pytest.mark.parametrize("doc", MAPS)
+def test_named_paths_exist(doc):
+    paths = named_paths(doc)
+    assert [p for p in paths if not (ROOT / p).exists()] == [], f"{doc} names missing paths"
+
+
+def module_file(name):
+    """The source file of a dotted ragloop module name, or None."""
+    folder = ROOT.joinpath(*name.split(".")[1:])
+    for path in (folder.with_suffix(".py"), folder / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+@pytest.mark.parametrize("doc", MAPS)
+def test_named_modules_exist(doc):
+    wrong = []
+    for name in sorted(set(MODULE.findall((ROOT / doc).read_text()))):
+        parts = name.split(".")
+        module = next(".".join(parts[:n]) for n in range(len(parts), 1, -1)
+                      if module_file(".".join(parts[:n])))
+        rest = parts[len(module.split(".")):]
+        source = module_file(module).read_text()
+        if len(rest) > 1 or (rest and not re.search(
+                rf"^\s*(def |class )?{rest[0]}\b", source, re.M)):
+            wrong.append(name)
+    assert wrong == [], f"{doc} names modules or attributes that are not there"
+
+
+def test_the_map_is_linked():
+    assert "(architecture.md)" in DOCS
+    assert "(docs/architecture.md)" in (ROOT / "README.md").read_text()
+    assert len(named_paths("docs/architecture.md")) > 20
