@@ -157,9 +157,10 @@ def resolve_base(ws, model: str | None) -> tuple[str, str]:
     (converted once into the workspace) unless `model` names a folder or hub id."""
     from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"] if model else [])
-    if not hasattr(generator, "checkpoint"):
+    checkpoint = generator.checkpoint()       # None: the generator has no weights to load
+    if checkpoint is None:
         raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to train")
-    return generator.checkpoint(), generator.model_id
+    return checkpoint, generator.model_id
 
 
 def method_options(cls, pairs) -> tuple[Any, dict]:

@@ -168,9 +168,10 @@ def _source(ws, model: str | None) -> tuple[str, str]:
     """(checkpoint folder or hub id, model id), as `ask` would load the model."""
     from ragloop.core import DEFAULT_GENERATOR, load_generator
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"] if model else [])
-    if not hasattr(generator, "checkpoint"):
+    checkpoint = generator.checkpoint()       # None: the generator has no weights to load
+    if checkpoint is None:
         raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to compress")
-    return generator.checkpoint(), generator.model_id
+    return checkpoint, generator.model_id
 
 
 def _adapter(ws, name: str | None, model_id: str) -> dict | None:

@@ -71,9 +71,10 @@ def checkpoint(ws, model: str) -> str:
     becomes its converted folder, a folder its absolute path."""
     from ragloop.core import DEFAULT_GENERATOR, load_generator
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={model}"])
-    if not hasattr(generator, "checkpoint"):
+    checkpoint = generator.checkpoint()       # None: the generator has no weights to load
+    if checkpoint is None:
         raise RagloopError(f"generator {DEFAULT_GENERATOR!r} cannot give a checkpoint to load")
-    return generator.checkpoint()
+    return checkpoint
 
 
 def resolve_teacher(ws, spec: str) -> Teacher:
