@@ -220,6 +220,62 @@ def test_bad_adapter_is_a_one_line_error(tmp_path):
         generator(adapter=str(tmp_path / "empty")).render(MESSAGES)
 
 
+def test_adapter_of_another_model_is_a_one_line_error(tmp_path):
+    other = make_tiny_causal_lm(tmp_path / "wider", hidden=64)
+    adapter = make_adapter(other, tmp_path / "wider-adapter")
+    with pytest.raises(RagloopError) as info:
+        generator(adapter=str(adapter)).render(MESSAGES)
+    message = info.value.message
+    assert "\n" not in message and message.startswith(f"cannot apply adapter {adapter} to ")
+    assert message.endswith("was it trained on this model?")
+
+
+# ---- the Generator contract: checkpoint(), check(), save_merged() ------------------------
+
+def test_contract_defaults_for_a_generator_without_weights(tmp_path):
+    from ragloop.core import Generator
+
+    class Remote(Generator):
+        name = "remote"
+
+    remote = Remote()
+    assert remote.checkpoint() is None and remote.check() is None
+    with pytest.raises(RagloopError, match=r"^generator 'remote' cannot merge adapters$"):
+        remote.save_merged({"path": str(tmp_path)}, tmp_path)
+
+
+def test_checkpoint_is_the_folder_and_loads_nothing(tiny):
+    fresh = generator()
+    assert fresh.checkpoint() == str(tiny_causal_lm().resolve())
+    assert fresh._model is None
+
+
+def test_check_refuses_a_compress_method_that_cannot_load_before_loading():
+    generator().check()                     # nothing to check without --compress
+    g = generator(compress="prune-magnitude")
+    with pytest.raises(RagloopError, match=r"^--compress quantizes as the model loads, and "
+                                           r"prune-magnitude is a prune method"):
+        g.check()
+    assert g._model is None
+    generator(compress="torchao-int8", device="cpu").check()
+
+
+def test_save_merged_writes_a_plain_model_with_the_adapters_logits(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+    adapter = make_adapter(tiny_causal_lm(), tmp_path / "lora")
+    (tmp_path / "merged").mkdir()
+    generator().save_merged({"path": str(adapter)}, tmp_path / "merged")
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    assert (tmp_path / "merged" / "tokenizer.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    tuned = generator(adapter=str(adapter))
+    ids = torch.tensor([tuned._encode(tuned.render(MESSAGES))])
+    with torch.inference_mode():
+        torch.testing.assert_close(merged(ids).logits, tuned.model(ids).logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
 # ---- bad models --------------------------------------------------------------------------
 
 def test_missing_model_folder_is_a_one_line_error(tmp_path):
