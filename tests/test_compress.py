@@ -14,12 +14,12 @@ from tiny_models import tiny_causal_lm  # noqa: E402
 from ragloop.core.errors import RagloopError  # noqa: E402
 from ragloop.plugins.compression import torchao as compress_torchao  # noqa: E402
 from ragloop.plugins.compression.common import (  # noqa: E402
-    load_compressor,
     perplexity,
     token_ids,
     weight_stats,
     windows,
 )
+from ragloop.plugins.hf.compressed import load_compressor  # noqa: E402
 
 
 def tiny_llama(width=64, seed=0):

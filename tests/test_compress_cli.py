@@ -12,7 +12,7 @@ from cli_helpers import run  # noqa: E402
 from tiny_models import tiny_causal_lm, tiny_embedder  # noqa: E402
 
 from ragloop.core.workspace import Workspace  # noqa: E402
-from ragloop.plugins.compression.common import RECIPE  # noqa: E402
+from ragloop.plugins.hf.compressed import RECIPE  # noqa: E402
 
 NO_CUDA = "Error: bitsandbytes 4-bit/8-bit loading needs a CUDA GPU; this machine has none\n"
 

@@ -1,5 +1,6 @@
 """What a quantized folder stores (int8 data and scales, not float weights), and that loading
-it gives exactly the model `--compress` builds in memory from the same source."""
+it gives exactly the model `--compress` builds in memory from the same source; what a loader
+applies to a folder (plugins/hf/compressed.py)."""
 
 import json
 import re
@@ -118,3 +119,59 @@ def test_a_quantized_folder_is_not_quantized_or_compressed_again(tmp_path):
         f"Error: {out.resolve()} holds quantized weights; compress the full-precision model it "
         f"came from ({tiny_causal_lm()}) instead")
     assert not (tmp_path / "again").exists()
+
+
+# ---- what a loader applies (hf.compressed.for_loading) ------------------------------------
+
+def folder_with(tmp_path, recipe=None, quantized=False):
+    from ragloop.plugins.hf.compressed import RECIPE
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"model_type": "llama"}
+    if quantized:
+        config["quantization_config"] = {"quant_method": "torchao"}
+    (folder / "config.json").write_text(json.dumps(config))
+    if recipe is not None:
+        (folder / RECIPE).write_text(recipe if isinstance(recipe, str) else json.dumps(recipe))
+    return str(folder)
+
+
+def test_a_loader_applies_what_the_folder_records_or_what_it_is_told(tmp_path):
+    from ragloop.plugins.hf.compressed import for_loading, holds_quantized, read_recipe
+    assert for_loading(None, None) is None
+    plain = folder_with(tmp_path)
+    assert read_recipe(plain) is None and not holds_quantized(plain)
+    assert for_loading(None, plain) is None
+    assert for_loading("torchao-int8", plain).name == "torchao-int8"
+
+    recorded = {"method": "torchao-int8-dynamic", "kind": "quantize", "checkpoint": "src/",
+                "config": {}}
+    (tmp_path / "q").mkdir()
+    folder = folder_with(tmp_path / "q", recorded, quantized=True)
+    assert holds_quantized(folder) and read_recipe(folder)["method"] == "torchao-int8-dynamic"
+    assert for_loading(None, folder).name == "torchao-int8-dynamic"
+    assert for_loading("torchao-int8-dynamic", folder).name == "torchao-int8-dynamic"
+    with pytest.raises(RagloopError, match="holds weights quantized with torchao-int8-dynamic "
+                                           "already; drop --compress.*\\(src/\\)"):
+        for_loading("torchao-int8", folder)
+
+
+def test_a_loader_refuses_what_it_cannot_apply(tmp_path):
+    from ragloop.plugins.hf.compressed import for_loading, read_recipe
+    with pytest.raises(RagloopError, match="--compress quantizes as the model loads, and "
+                                           "prune-magnitude is a prune method"):
+        for_loading("prune-magnitude", None)
+    for name, recipe in [("pruned", {"method": "prune-magnitude", "kind": "prune"}),
+                         ("gone", {"method": "magic-quant", "kind": "quantize"}),
+                         ("broken", "{not json")]:
+        (tmp_path / name).mkdir()
+        folder = folder_with(tmp_path / name, recipe)
+        if name == "pruned":
+            assert for_loading(None, folder) is None      # pruned weights need nothing on load
+        elif name == "gone":
+            with pytest.raises(RagloopError, match="quantized with 'magic-quant', which no "
+                                                   "installed plugin provides; available: "):
+                for_loading(None, folder)
+        else:
+            with pytest.raises(RagloopError, match="is not valid JSON"):
+                read_recipe(folder)

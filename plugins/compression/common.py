@@ -9,11 +9,10 @@ transformers' torchao safetensors format, so `from_pretrained` gives the quantiz
 back and no tensor subclass is ever pickled); otherwise (int4, bitsandbytes) they hold the
 full-precision weights, quantized again on load. Either way loading applies the recorded
 method, which only does what the folder could not store (the CPU int8 kernel swap). Folders
-are written beside their final place and renamed into it.
+are written beside their final place and renamed into it. What loading a compressed folder
+needs (the recipe, `for_loading`, `load_compressor`) is in plugins/hf/compressed.py, which
+generators import without importing this family.
 
-    load_compressor(name, options=(), workspace=None) -> Compressor
-    for_loading(name, folder, workspace=None) -> Compressor | None
-    read_recipe(folder) -> dict | None     holds_quantized(folder) -> bool
     weight_stats(model) -> dict        held_out_texts(ws, eval_text) -> (texts, source)
     token_ids(tokenizer, texts, count) -> list[int]
     perplexity(model, ids) -> (ppl, tokens scored)     windows(ids) -> LongTensor
@@ -30,69 +29,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from ragloop.core import RagloopError, __version__, build_config, registry, utcnow
+from ragloop.core import RagloopError, __version__, utcnow
+from ragloop.plugins.hf.common import library_warnings_hidden
+from ragloop.plugins.hf.compressed import RECIPE, holds_quantized, load_compressor, read_recipe
+from ragloop.plugins.hf.loader import apply_adapter, load_causal_lm
 
-RECIPE = "ragloop-compress.json"
 CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 WINDOW = 256                 # tokens per perplexity window; windows are scored independently
-
-
-def load_compressor(name: str, options=(), workspace=None, config=None):
-    """A compressor by name (unknown names list the valid ones), built from -o pairs or from a
-    recorded config dict."""
-    cls = registry.get_compressor(name)
-    if config is None:
-        return cls(build_config(cls.Config, options, name), workspace=workspace)
-    try:
-        return cls(cls.Config(**config), workspace=workspace)
-    except (TypeError, ValueError) as exc:
-        raise RagloopError(f"the recorded options of {name} do not fit the installed plugin "
-                           f"({exc}); compress the model again") from None
-
-
-def read_recipe(folder) -> dict | None:
-    path = Path(folder) / RECIPE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise RagloopError(f"{path} is not valid JSON ({exc}); compress the model again") from None
-
-
-def holds_quantized(folder) -> bool:
-    """Whether a folder stores quantized weights (its config.json has a quantization_config),
-    which load only as that quantized model."""
-    try:
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and bool(config.get("quantization_config"))
-
-
-def for_loading(name: str | None, folder: str | None, workspace=None):
-    """What a generator applies after loading: the compressor named (--compress), else the
-    quantization a compressed folder records, else None."""
-    recipe = read_recipe(folder) if folder else None
-    if name:
-        compressor = load_compressor(name, (), workspace)
-        if compressor.kind != "quantize":
-            raise RagloopError(f"--compress quantizes as the model loads, and {name} is a "
-                               f"{compressor.kind} method; write a pruned folder with `ragloop "
-                               f"compress --method {name} --out DIR` and load that")
-        if not (recipe and recipe.get("kind") == "quantize" and holds_quantized(folder)):
-            return compressor
-        if recipe.get("method") != name:    # its full-precision weights are not in the folder
-            raise RagloopError(f"{folder} holds weights quantized with {recipe.get('method')} "
-                               f"already; drop --compress, or quantize the model it came from "
-                               f"({recipe.get('checkpoint')}) with --compress {name}")
-    if not recipe or recipe.get("kind") != "quantize":
-        return None
-    if recipe.get("method") not in registry.names("compressor"):
-        raise RagloopError(f"{folder} was quantized with {recipe.get('method')!r}, which no "
-                           f"installed plugin provides; available: "
-                           f"{', '.join(registry.names('compressor'))}")
-    return load_compressor(recipe["method"], workspace=workspace, config=recipe.get("config", {}))
 
 
 def weight_stats(model) -> dict:
@@ -185,23 +128,16 @@ def _adapter(ws, name: str | None, model_id: str) -> dict | None:
 
 
 def _load(checkpoint: str, adapter: dict | None, device: str, dtype):
-    import warnings
-
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    transformers.logging.set_verbosity_error()     # progress bars and notes for library authors
-    transformers.logging.disable_progress_bar()
-    with warnings.catch_warnings():          # peft and transformers warn about each other
-        warnings.simplefilter("ignore", FutureWarning)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
+    from transformers import AutoTokenizer
+    try:
+        model = load_causal_lm(checkpoint, dtype=dtype, device=None)
+        with library_warnings_hidden():
             tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        except Exception as exc:
-            raise RagloopError(f"cannot load the model in {checkpoint} "
-                               f"({' '.join(str(exc).split())[:200]})") from None
-        if adapter is not None:
-            from peft import PeftModel
-            model = PeftModel.from_pretrained(model, adapter["path"]).merge_and_unload()
+    except Exception as exc:
+        raise RagloopError(f"cannot load the model in {checkpoint} "
+                           f"({' '.join(str(exc).split())[:200]})") from None
+    if adapter is not None:         # merged before the model moves, as `adapters merge` does
+        model = apply_adapter(model, adapter["path"], merge=True)
     return model.to(device).eval(), tokenizer
 
 
@@ -239,10 +175,9 @@ def _store_quantized(plain: Path, tmp: Path, storage, device, work_dtype, saved_
     quantization config and save it into `tmp` quantized; say what was stored. Quantizing
     the saved-precision weights in the working dtype on the device is what loading them used
     to do, so the integer data is the same as `ask --compress` computes in memory."""
-    from transformers import AutoModelForCausalLM
     placed = {} if device == "cpu" else {"device_map": {"": device}}
-    model = AutoModelForCausalLM.from_pretrained(plain, dtype=work_dtype,
-                                                 quantization_config=storage, **placed)
+    model = load_causal_lm(plain, dtype=work_dtype, device=None, quantization_config=storage,
+                           **placed)
     quantized = Counter(type(p).__name__ for p in model.parameters() if _is_subclass(p))
     for p in model.parameters():          # norms and embeddings stay at the saved precision
         if not _is_subclass(p) and p.is_floating_point():
@@ -321,7 +256,6 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
         dtype_name = str(saved_dtype).removeprefix("torch.")
         report["stored"] = f"{dtype_name} weights"
         if compressor.kind != "prune":
-            from transformers import AutoModelForCausalLM
             extra = compressor.load_kwargs(device)
             if storage is not None:
                 announce("Saving the quantized weights")
@@ -329,13 +263,13 @@ def compress(ws, method: str, options=(), *, out, model: str | None = None,
                                                     saved_dtype)
                 shutil.rmtree(plain)
                 # Measure what `ask -o model=DIR` gets: the folder loaded, then the method.
-                result = AutoModelForCausalLM.from_pretrained(tmp, dtype=work_dtype).to(device)
+                result = load_causal_lm(tmp, dtype=work_dtype, device=device)
             else:
                 why = getattr(compressor, "not_stored", "")
                 report["stored"] = (f"full-precision {dtype_name} weights, quantized again on "
                                     f"load{f' ({why})' if why else ''}")
-                if extra:
-                    result = AutoModelForCausalLM.from_pretrained(tmp, **extra)
+                if extra:           # the method quantizes as it loads (bitsandbytes)
+                    result = load_causal_lm(tmp, device=None, **{"dtype": "auto", **extra})
             result = compressor.compress(result)
         report["weights_bytes"] = _weights_bytes(tmp)
         report["source_weights_bytes"] = _weights_bytes(checkpoint)
