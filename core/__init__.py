@@ -26,6 +26,12 @@ _EXPORTS = {
     "RagloopError": "errors",
     # the workspace and safe writes
     "Workspace": "workspace", "atomic_write_bytes": "workspace", "utcnow": "workspace",
+    "atomic_folder": "workspace", "replace_folder": "workspace",
+    "write_transaction": "workspace",
+    # the record schema: documents and training rows (pairs, kto, sft)
+    **{name: "rows" for name in (
+        "RECORD_KINDS", "ROW_KINDS", "ROW_FIELDS", "TEXT_FIELDS", "ANSWER_FIELDS", "ROW_NOUNS",
+        "row_kind", "record_kind", "joined", "noun", "describe")},
     # options (-o key=value) and the component registries
     "build_config": "config", "option_help": "config", "registry": None,
     "quiet_library_logs": "quiet",

@@ -12,8 +12,8 @@ from functools import partial
 from ragloop.core.errors import RagloopError
 from ragloop.core.plugins import call_each, warn
 
-# kind -> hook that fills it
-KINDS = {
+# component kind -> the hook that fills its registry
+HOOKS = {
     "loader": "register_loaders",
     "chunker": "register_chunkers",
     "embedder": "register_embedders",
@@ -51,7 +51,7 @@ def entries(kind: str) -> dict[str, Entry]:
             return
         found[name] = Entry(name, cls, plugin)
 
-    call_each(KINDS[kind], lambda plugin: {"register": partial(register, plugin)})
+    call_each(HOOKS[kind], lambda plugin: {"register": partial(register, plugin)})
     return found
 
 

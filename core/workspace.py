@@ -4,18 +4,26 @@ Chosen by ``--home DIR``, else ``RAGLOOP_HOME``, else the platform's user-data f
 Opening it creates the folders, opens ``ragloop.db`` with WAL and a busy timeout, and
 applies the core's migrations; plugins that own tables apply their own set with
 ``workspace.migrate(their_migrations)``.
+
+Writes that must be all or nothing go through one helper each: a file through
+`atomic_write_bytes`, a folder through `atomic_folder` (or `replace_folder`), and rows
+through `write_transaction`, which holds Ctrl-C until the commit.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ragloop.core.errors import RagloopError
+from ragloop.core.ids import new_id
 
 FOLDERS = ("indexes", "models", "adapters", "runs")
 BUSY_TIMEOUT_MS = 30_000
@@ -46,6 +54,121 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, and the folder itself, to disk."""
+    for p in Path(folder).rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:             # Windows cannot open a folder to flush it
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_folder(tmp: Path, target: Path) -> None:
+    """Put the complete folder `tmp` in `target`'s place. A folder cannot be renamed onto a
+    non-empty one, so an existing `target` is moved aside first and removed after: a crash
+    leaves the old folder or the new one under the name, never a mix. When the rename fails
+    the old one is put back, unless another process put a folder there meanwhile."""
+    tmp, target = Path(tmp), Path(target)
+    old = None
+    if target.exists():
+        # Named like a temp folder (.NAME.*.tmp), so a sweep of stale temps finds it too.
+        old = target.with_name(f".{target.name}.{new_id()}.old.tmp")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old is not None:
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(target: Path):
+    """Yield a new temp folder beside `target` to write into; when the block ends without
+    an error it is flushed to disk and swapped into place (`replace_folder`). Any error,
+    Ctrl-C included, removes it and leaves `target` as it was."""
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        replace_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)      # gone already once swapped in
+
+
+class _Held:
+    """A SIGINT handler that only remembers the signal, to deliver it later."""
+
+    def __init__(self):
+        self.received = []
+
+    def __call__(self, signum, frame):
+        self.received.append((signum, frame))
+
+
+@contextmanager
+def _interrupt_held():
+    """Hold Ctrl-C (SIGINT) until the block is over, then deliver it as it would have been.
+    Only the main thread can set signal handlers (elsewhere nothing is held, and Python
+    delivers signals to the main thread anyway); nested blocks hold it for the outermost."""
+    if isinstance(signal.getsignal(signal.SIGINT), _Held):
+        yield
+        return
+    held = _Held()
+    try:
+        previous = signal.signal(signal.SIGINT, held)
+    except ValueError:          # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held.received:
+            if callable(previous):
+                previous(*held.received[0])     # the default handler raises KeyboardInterrupt
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+
+@contextmanager
+def write_transaction(db, immediate: bool = True):
+    """One write transaction on a sqlite_utils Database: committed when the block ends,
+    rolled back on any error, with Ctrl-C held until the commit or rollback is done, so
+    rows are stored whole or not at all.
+
+    `immediate` (BEGIN IMMEDIATE) takes the write lock up front, waiting out the busy
+    timeout, so another session committing meanwhile cannot make it fail half-way (a
+    deferred transaction that reads first fails with SQLITE_BUSY at once). Inside another
+    transaction the block is a savepoint of it."""
+    with _interrupt_held():
+        if db.conn.in_transaction:
+            with db.atomic():
+                yield db
+            return
+        db.conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield db
+            db.conn.execute("COMMIT")
+        except BaseException:
+            if db.conn.in_transaction:
+                db.conn.execute("ROLLBACK")
+            raise
 
 
 def _corrupt(exc: sqlite3.Error) -> bool:
@@ -247,7 +370,8 @@ class Workspace:
                 continue
             columns = ", ".join(f'"{c}"' for c in db[table].columns_dict)
             try:
-                with db.atomic():
+                # Deferred: IMMEDIATE would lock the attached old database as well.
+                with write_transaction(db, immediate=False):
                     db.execute(f'INSERT OR IGNORE INTO main."{table}" ({columns}) '
                                f'SELECT {columns} FROM old."{table}"')
                 copied.append(table)
@@ -273,7 +397,7 @@ class Workspace:
         return json.loads(row[0]) if row else default
 
     def set_setting(self, key: str, value) -> None:
-        with self.db.atomic():
+        with write_transaction(self.db):
             self.db["settings"].upsert(
                 {"key": key, "value_json": json.dumps(value), "updated_at": utcnow()}, pk="key")
 

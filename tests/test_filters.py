@@ -4,8 +4,9 @@ import pytest
 
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.filtering import apply_chain, normalize, run_chain
+from ragloop.core.pipeline.filtering import apply_chain, run_chain
 from ragloop.core.registry import get_filter
+from ragloop.plugins.filters.dedup import normalize
 
 LOREM = ("Rivers carry water from the mountains down to the sea, and along the way they cut "
          "valleys, feed farms and give cities their drinking water. Most large cities were "

@@ -207,7 +207,7 @@ def test_hook_register_evaluators():
     assert_registers("evaluator", Zero, Plugin())
 
 
-@pytest.mark.parametrize("kind", registry.KINDS)
+@pytest.mark.parametrize("kind", registry.HOOKS)
 def test_unknown_name_lists_available(kind):
     getter = getattr(registry, "get_" + kind.replace(" ", "_"))
     available = ", ".join(registry.names(kind)) or "none installed"

@@ -9,7 +9,8 @@ import click
 from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.config import option_help
 from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.filtering import KINDS, all_of, build_chain, noun, run_chain
+from ragloop.core.pipeline.filtering import all_of, build_chain, run_chain
+from ragloop.core.rows import RECORD_KINDS, noun
 
 
 def _shown(value) -> str:
@@ -63,9 +64,9 @@ def _apply_to_index(ws, records, kept, report) -> list[str]:
 
 @cli.command(name="filter")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
-@click.option("--on", "kind", type=click.Choice(KINDS), default="documents", show_default=True,
-              help="documents: the indexed documents; pairs, kto, sft: the training rows "
-                   "`prefs export` would write.")
+@click.option("--on", "kind", type=click.Choice(RECORD_KINDS), default="documents",
+              show_default=True, help="documents: the indexed documents; pairs, kto, sft: the "
+                                       "training rows `prefs export` would write.")
 @click.option("-o", "--filter-option", "options", multiple=True, metavar="NAME.KEY=VALUE",
               help="Filter option, repeatable, e.g. -o near-dedup.threshold=0.9.")
 @click.option("--dry-run/--apply", default=True, show_default=True,

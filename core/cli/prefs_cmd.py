@@ -9,7 +9,8 @@ import click
 
 from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.prefs import KINDS, collect, dataset_hash
+from ragloop.core.pipeline.prefs import collect, dataset_hash
+from ragloop.core.rows import ROW_KINDS, ROW_NOUNS
 
 
 @cli.group()
@@ -34,7 +35,7 @@ def stats(ws, as_json):
 @prefs.command()
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "hf"]), default="jsonl",
               show_default=True, help="JSON lines, or a folder for datasets.load_from_disk.")
-@click.option("--kind", type=click.Choice(KINDS), default="pairs", show_default=True,
+@click.option("--kind", type=click.Choice(ROW_KINDS), default="pairs", show_default=True,
               help="pairs: prompt/chosen/rejected; kto: prompt/completion/label; "
                    "sft: prompt/completion.")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), metavar="X",
@@ -61,7 +62,7 @@ def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
     chain = build_chain(ws, filter_names, kind, options)
     built = collect(ws, kind, rater_id, min_agreement)
     rows = built.rows
-    noun = "pairs" if kind == "pairs" else f"{kind} rows"
+    noun = ROW_NOUNS[kind]
     if not rows:
         filters = " ".join(f for f in (f"--rater {rater_id}" if rater_id else "",
                                        f"--min-agreement {min_agreement}"

@@ -25,16 +25,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
-from ragloop.core.pipeline.ask import ADAPTER_SETTING
-from ragloop.core.quiet import quiet_library_logs
-from ragloop.core.workspace import utcnow
+from ragloop.core.workspace import atomic_folder, utcnow
 
 METADATA = "ragloop-adapter.json"
+ADAPTER_SETTING = "default_adapter"     # the workspace setting `adapters use` sets
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -144,13 +142,6 @@ def require_lora(meta: dict, what: str) -> None:
     require_chat(meta, what)
 
 
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-
-
 def _disk_error(exc: OSError, what: str) -> RagloopError:
     if exc.errno == errno.ENOSPC:
         return RagloopError(f"the disk is full while {what}; nothing was kept")
@@ -158,25 +149,18 @@ def _disk_error(exc: OSError, what: str) -> RagloopError:
 
 
 def write_folder(target: Path, write, what: str, replace: bool = False) -> Path:
-    """Run `write(tmp)` into a temp folder beside `target`, then rename it into place. Any
-    failure removes the temp folder; a full disk becomes a one-line error."""
+    """Run `write(tmp)` into a temp folder beside `target`, then swap it into place
+    (`atomic_folder`). Any failure removes the temp folder; a full disk becomes a one-line
+    error. Only an empty folder is replaced, and only with `replace`."""
     target = Path(target)
     if target.exists() and not (replace and target.is_dir() and not any(target.iterdir())):
         raise RagloopError(f"{target} already exists; choose another name or remove it first")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
-        write(tmp)
-        _fsync_tree(tmp)
-        if target.exists():
-            target.rmdir()             # only an empty folder gets here
-        os.rename(tmp, target)
+        with atomic_folder(target) as tmp:
+            write(tmp)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise _disk_error(exc, what) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

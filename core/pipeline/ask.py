@@ -12,18 +12,23 @@ from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
+from ragloop.core.pipeline.adapters import (
+    ADAPTER_SETTING,
+    check_base,
+    find_adapter,
+    read_metadata,
+    require_chat,
+)
 from ragloop.core.pipeline.prompt import RagPrompt, build_prompt
 from ragloop.core.pipeline.search import Searcher
-from ragloop.core.workspace import utcnow
+from ragloop.core.workspace import utcnow, write_transaction
 
 DEFAULT_GENERATOR = "transformers"
-ADAPTER_SETTING = "default_adapter"
 
 
 def resolve_adapter(ws, name: str | None) -> str | None:
     """An adapter given by path, or by name in the workspace's adapters folder; with no name,
     the workspace default chosen by `ragloop adapters use`."""
-    from ragloop.core.pipeline.adapters import find_adapter
     name = name or ws.get_setting(ADAPTER_SETTING)
     return find_adapter(ws, name)["path"] if name else None
 
@@ -47,13 +52,6 @@ def load_generator(ws, name: str = DEFAULT_GENERATOR, options=(), adapter: str |
     # Also an adapter given as -o adapter=...: every way to answer with one passes here.
     named = None if adapter else getattr(getattr(generator, "config", None), "adapter", None)
     if adapter or named:
-        from ragloop.core.pipeline.adapters import (
-            check_base,
-            find_adapter,
-            read_metadata,
-            require_chat,
-        )
-        # (imported here: adapters imports this module)
         meta = read_metadata(Path(adapter)) if adapter else find_adapter(ws, named)
         require_chat(meta, "used to generate answers")
         checkpoint = getattr(generator, "checkpoint", None)
@@ -107,7 +105,7 @@ def generate(answer: Answer, generator, *, temperature: float = 0.0, seed: int |
 def log_ask(ws, answer: Answer, generator, generator_name: str, adapter: str | None,
             index_version: int) -> str:
     answer.id = new_id()
-    with ws.db.atomic():
+    with write_transaction(ws.db):
         ws.db["asks"].insert({
             "id": answer.id, "created_at": utcnow(), "question": answer.question,
             "mode": answer.params.get("mode"), "k": answer.params.get("k"),

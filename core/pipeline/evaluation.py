@@ -28,9 +28,9 @@ from ragloop.core import registry
 from ragloop.core.config import build_config, parse_pairs
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
-from ragloop.core.pipeline.adapters import check_base, require_lora
+from ragloop.core.pipeline.adapters import ADAPTER_SETTING, check_base, require_lora
 from ragloop.core.pipeline.adapters import find_adapter as adapter_record
-from ragloop.core.pipeline.ask import ADAPTER_SETTING, DEFAULT_GENERATOR, load_generator
+from ragloop.core.pipeline.ask import DEFAULT_GENERATOR, load_generator
 from ragloop.core.pipeline.evaluation_data import (
     Trained,
     held_out_pairs,

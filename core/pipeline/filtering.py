@@ -3,10 +3,11 @@
     apply_chain(ws, names, records, kind, options=(), *, context=(), allow_empty=False)
         -> (kept, ChainReport)
 
-`kind` is "documents" ({"path", "text", "metadata"}) or a training shape ("pairs", "kto",
-"sft", as `prefs.build_rows` makes them). Every name is resolved, checked against the kind
-and configured from `options` (`NAME.key=value`) before any filter runs, so bad input costs
-nothing. Filters run in the order given, each on what the previous one kept.
+`kind` is one of `core.rows.RECORD_KINDS`: "documents" ({"path", "text", "metadata"}) or a
+training shape ("pairs", "kto", "sft", as `prefs.build_rows` makes them). Every name is
+resolved, checked against the kind and configured from `options` (`NAME.key=value`) before
+any filter runs, so bad input costs nothing. Filters run in the order given, each on what
+the previous one kept.
 
 A filter that judges records against each other (dedup) sets the class attribute
 ``compares = True``; it is also shown the `context` records (at index time: the documents
@@ -23,57 +24,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.prefs_io import row_kind
-
-KINDS = ("documents", "pairs", "kto", "sft")
-# What "the text" of a record is, for dedup and redaction; ANSWERS is what it says, for
-# length and quality (a training prompt is mostly retrieved passages, not the answer).
-TEXTS = {"documents": ("text",), "pairs": ("prompt", "chosen", "rejected"),
-         "kto": ("prompt", "completion"), "sft": ("prompt", "completion")}
-ANSWERS = {"documents": ("text",), "pairs": ("chosen", "rejected"), "kto": ("completion",),
-           "sft": ("completion",)}
-NOUNS = {"documents": ("document", "documents"), "pairs": ("pair", "pairs")}
-
-
-def record_kind(record: dict) -> str:
-    """The shape of a record, told apart by its fields as `prefs import` does."""
-    return row_kind(record) or "documents"
-
-
-def joined(record: dict, fields=None) -> str:
-    """The record's text fields (`fields`, else TEXTS of its kind) joined by newlines."""
-    fields = fields or TEXTS[record_kind(record)]
-    return "\n".join(str(record.get(k) or "") for k in fields)
-
-
-def noun(kind: str, n: int) -> str:
-    singular, plural = NOUNS.get(kind, ("row", "rows"))
-    return f"{n} {singular if n == 1 else plural}"
+from ragloop.core.rows import RECORD_KINDS, describe, noun
 
 
 def all_of(kind: str, n: int) -> str:
     return f"the only {noun(kind, 1)[2:]}" if n == 1 else f"all {noun(kind, n)}"
-
-
-def normalize(text: str) -> str:
-    """Lower-cased, whitespace collapsed: how two texts are compared for equality."""
-    return " ".join(str(text).lower().split())
-
-
-def describe(record: dict) -> str:
-    """A short name for a record in reasons and examples: its path, else its question."""
-    if record.get("path"):
-        try:
-            return str(Path(record["path"]).relative_to(Path.cwd()))
-        except ValueError:
-            return str(record["path"])
-    text = " ".join(str(record.get("question") or record.get("prompt") or "").split())
-    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 def category(reason: str) -> str:
@@ -145,8 +104,8 @@ class ChainReport:
 def build_chain(ws, names, kind: str, options=()) -> list:
     """Filter instances for `names`, checked against `kind`, configured from
     `NAME.key=value` options; every problem is a one-line RagloopError."""
-    if kind not in KINDS:
-        raise RagloopError(f"unknown record kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if kind not in RECORD_KINDS:
+        raise RagloopError(f"unknown record kind {kind!r}; kinds: {', '.join(RECORD_KINDS)}")
     names = list(names)
     routed: dict[str, list[str]] = {name: [] for name in names}
     for pair in options:

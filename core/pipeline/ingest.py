@@ -34,10 +34,9 @@ from ragloop.core.pipeline.vector_index import (
     INDEX_NAME,
     VectorIndex,
     code_running_options,
-    deferred_interrupt,
     embed_text,
 )
-from ragloop.core.workspace import utcnow
+from ragloop.core.workspace import utcnow, write_transaction
 
 DEFAULT_CHUNKER = "tokens"
 BATCH_CHUNKS = 256
@@ -335,7 +334,7 @@ class Indexer:
                     f"cannot re-chunk the index for the new chunker settings ({change}): "
                     f"{len(gone)} indexed file(s) are gone, e.g. {gone[0]}; drop them with "
                     f"`ragloop remove PATH` (or index --prune) first")
-        with deferred_interrupt(), self.db.atomic():
+        with write_transaction(self.db):
             if change:
                 self.db.execute(
                     f"update documents set content_hash = '{STALE}' || replace(content_hash, "
@@ -462,7 +461,7 @@ class Indexer:
             return
         texts = [embed_text(c.heading, c.text) for _, chunks, _ in self._batch for c in chunks]
         vectors = self.index.encode(texts, progress=progress) if texts else None
-        with deferred_interrupt(), self.db.atomic():
+        with write_transaction(self.db):
             stale_ids, new_ids = [], []
             for doc, chunks, last in self._batch:
                 if doc.doc_id is None:
@@ -535,7 +534,7 @@ class Indexer:
             self.remove_documents(gone)
 
     def remove_documents(self, paths: list[str]) -> None:
-        with deferred_interrupt(), self.db.atomic():
+        with write_transaction(self.db):
             for path in paths:
                 ids = [r[0] for r in self.db.execute(
                     "select c.id from chunks c join documents d on d.id = c.document_id "

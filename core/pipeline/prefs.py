@@ -3,7 +3,7 @@
     build_rows(ws, kind, rater=None, min_agreement=None) -> list[dict]
     dataset_hash(rows) -> str
 
-`kind` is one of KINDS:
+`kind` is one of `core.rows.ROW_KINDS`:
 
 - ``pairs``: ``{"prompt", "chosen", "rejected", "question", "comparison_id", "question_id",
   "chosen_id", "rejected_id", "rater_id"}``. ``prompt`` is exactly the stored prompt text the
@@ -38,8 +38,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from ragloop.core.errors import RagloopError
+from ragloop.core.rows import ROW_KINDS
 
-KINDS = ("pairs", "kto", "sft")
 IMPORT_RATER = "import"      # the rater name on imported ratings
 CHOICES = ("a", "b", "tie", "both-bad")
 _SWAP = {"a": "b", "b": "a"}
@@ -133,8 +133,8 @@ def build_rows(ws, kind: str, rater: str | None = None,
 
 def collect(ws, kind: str, rater: str | None = None,
             min_agreement: float | None = None) -> Built:
-    if kind not in KINDS:
-        raise RagloopError(f"unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if kind not in ROW_KINDS:
+        raise RagloopError(f"unknown kind {kind!r}; kinds: {', '.join(ROW_KINDS)}")
     if min_agreement is not None and not 0 <= min_agreement <= 1:
         raise RagloopError(f"--min-agreement must be between 0 and 1, not {min_agreement}")
     db = ws.db

@@ -1,31 +1,25 @@
 """Writing training rows (JSONL or a `datasets` folder) and importing them back.
 
 Export writes all or nothing: JSONL through a temp file and os.replace, a `datasets` folder
-saved into a temp folder and then renamed into place. Import validates every row before it
-touches the database, then writes everything in one transaction: a bad row is reported with
-its line (or row) number and nothing is imported. Imported rows become questions (origin
-"import"), candidates and comparisons (chosen as a, rejected as b) or scores (KTO True -> 5,
-False -> 1; SFT -> 5), by rater "import", so that exporting them again gives the same rows.
-Questions and candidates already present are reused, so importing a file twice adds no rows
-to export.
+saved into a temp folder and then swapped into place (`atomic_folder`). Import validates
+every row before it touches the database, then writes everything in one transaction: a bad
+row is reported with its line (or row) number and nothing is imported. Imported rows become
+questions (origin "import"), candidates and comparisons (chosen as a, rejected as b) or
+scores (KTO True -> 5, False -> 1; SFT -> 5), by rater "import", so that exporting them
+again gives the same rows. Questions and candidates already present are reused, so
+importing a file twice adds no rows to export.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
 from ragloop.core.pipeline.prefs import IMPORT_RATER, question_hash
-from ragloop.core.workspace import atomic_write_bytes, utcnow
-
-FIELDS = {"pairs": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
-          "sft": ("prompt", "completion")}
+from ragloop.core.rows import ROW_FIELDS, row_kind
+from ragloop.core.workspace import atomic_folder, atomic_write_bytes, utcnow, write_transaction
 
 
 def to_jsonl(rows: list[dict]) -> bytes:
@@ -57,23 +51,8 @@ def write_hf(rows: list[dict], out: Path) -> None:
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     disable_progress_bar()
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    old = None
-    try:
+    with atomic_folder(out) as tmp:
         Dataset.from_list(rows).save_to_disk(str(tmp))
-        if out.exists():
-            # A folder cannot be os.replace'd onto a non-empty one: move the old one aside
-            # first, so a crash leaves either the old export or the new one under its name.
-            old = out.with_name(f".{out.name}.{new_id()}.old")
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- import -------------------------------------------------------------------------------
@@ -112,17 +91,6 @@ def read_rows(path: Path) -> tuple[list[tuple[int, object]], str]:
     return rows, "line"
 
 
-def row_kind(row: dict) -> str | None:
-    """pairs, kto or sft, told apart by a row's fields; None for none of them."""
-    if "chosen" in row or "rejected" in row:
-        return "pairs"
-    if "label" in row:
-        return "kto"
-    if "completion" in row:
-        return "sft"
-    return None
-
-
 def _problem(row, kind: str | None) -> str | None:
     if isinstance(row, ValueError):
         return str(row)
@@ -133,7 +101,7 @@ def _problem(row, kind: str | None) -> str | None:
                 "or prompt/completion (sft)")
     if row_kind(row) != kind:
         return f"a {row_kind(row)} row in a {kind} file"
-    for name in FIELDS[kind]:
+    for name in ROW_FIELDS[kind]:
         value = row.get(name)
         if name == "label":
             if not isinstance(value, bool):
@@ -163,19 +131,6 @@ def validate(rows, word: str, path: Path) -> str:
         more = f" ({len(bad)} bad {word}s in all)" if len(bad) > 1 else ""
         raise RagloopError(f"{path} {word} {bad[0][0]}: {bad[0][1]}; nothing imported{more}")
     return kind
-
-
-@contextmanager
-def _write_transaction(db):
-    # IMMEDIATE takes the write lock up front (waiting out the busy timeout), so a rating
-    # session committing meanwhile cannot make this transaction fail half-way.
-    db.conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        db.conn.rollback()
-        raise
-    db.conn.commit()
 
 
 def import_file(ws, path, rater_id: str | None = None) -> dict:
@@ -217,7 +172,7 @@ def import_file(ws, path, rater_id: str | None = None) -> dict:
             candidates[key] = found[0]
         return candidates[key]
 
-    with _write_transaction(db):
+    with write_transaction(db):
         for number, row in rows:
             qid = question(row)
             rated = {"rater": IMPORT_RATER, "rater_id": rater_id, "created_at": now}

@@ -20,7 +20,7 @@ import json
 import random
 import sqlite3
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,8 +39,7 @@ from ragloop.core.pipeline.ask import (
 from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.pipeline.search import Searcher
-from ragloop.core.pipeline.vector_index import deferred_interrupt
-from ragloop.core.workspace import utcnow
+from ragloop.core.workspace import utcnow, write_transaction
 
 SAMPLE = "sample"
 BASE_VS_ADAPTER = "base-vs-adapter"
@@ -96,22 +95,6 @@ class Outcome:
 def load_rater(name: str, workspace=None) -> Rater:
     cls = registry.get_rater(name)
     return cls(build_config(cls.Config, (), name), workspace=workspace)
-
-
-@contextmanager
-def write_transaction(db):
-    """BEGIN IMMEDIATE takes the write lock up front, so a second session waits on the busy
-    timeout; a deferred transaction that reads first can fail with SQLITE_BUSY at once.
-    Ctrl-C is held until the commit, so an item is stored whole or not at all."""
-    with deferred_interrupt():
-        db.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
-            raise
-        db.conn.execute("COMMIT")
 
 
 class Session:

@@ -2,7 +2,7 @@
 and the lineage (dataset hash and rating ids) that the run and the adapter record.
 
 Rows come from the workspace's ratings (`prefs.build_rows`) or from a file in the export
-formats (`--data`, read with `prefs_io`). Shapes are the prefs kinds: "pairs"
+formats (`--data`, read with `prefs_io`). Shapes are the row kinds of `core.rows`: "pairs"
 (prompt/chosen/rejected), "kto" (prompt/completion/label) and "sft" (prompt/completion).
 Pairs can feed the other two shapes (chosen -> True / rejected -> False for kto, chosen
 answers for sft); kto and sft rows cannot become pairs.
@@ -17,12 +17,8 @@ from pathlib import Path
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.prefs import collect, dataset_hash
+from ragloop.core.rows import ROW_FIELDS, ROW_NOUNS
 
-NOUNS = {"pairs": "pairs", "kto": "kto rows", "sft": "sft rows"}
-# What the trainers see: plain strings (the prompt is already the rendered chat prompt), so
-# no trainer applies the chat template a second time.
-TEXT_COLUMNS = {"pairs": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
-                "sft": ("prompt", "completion")}
 BELOW = "below --min-agreement"     # core.prefs' reason for items the filter drops
 # Without --method: the method that trains on each shape.
 DEFAULT_METHOD = {"pairs": "dpo", "kto": "kto", "sft": "sft"}
@@ -64,9 +60,9 @@ def convert(rows: list[dict], source: str, target: str) -> list[dict]:
     if source == target:
         return rows
     if source != "pairs":
-        raise RagloopError(f"this method trains on {NOUNS[target]} but the data holds "
-                           f"{NOUNS[source]}; give pairs (prompt/chosen/rejected) or pick a "
-                           f"method for {NOUNS[source]} (--method {DEFAULT_METHOD[source]})")
+        raise RagloopError(f"this method trains on {ROW_NOUNS[target]} but the data holds "
+                           f"{ROW_NOUNS[source]}; give pairs (prompt/chosen/rejected) or pick a "
+                           f"method for {ROW_NOUNS[source]} (--method {DEFAULT_METHOD[source]})")
     keep = ("question", "question_id", "comparison_id", "rater_id")
     out = []
     for row in rows:
@@ -101,13 +97,13 @@ def _from_workspace(ws, kind: str | None, rater, min_agreement) -> tuple[str, li
                 # from elsewhere (a score), so say how many rows the filter really removed.
                 left = len(collect(ws, k, rater).rows) - len(built.rows)
                 if left > 0:
-                    notes.append(f"{left} {NOUNS[k]} left out: {BELOW}")
+                    notes.append(f"{left} {ROW_NOUNS[k]} left out: {BELOW}")
             notes += [f"{n} left out: {reason}" for reason, n in sorted(dropped.items())]
             return k, built.rows, notes
     filters = " ".join(f for f in (f"--rater {rater}" if rater else "",
                                    f"--min-agreement {min_agreement}"
                                    if min_agreement is not None else "") if f)
-    wanted = NOUNS[kind] if kind else "ratings"
+    wanted = ROW_NOUNS[kind] if kind else "ratings"
     if filters and any(collect(ws, k).rows for k in kinds):
         raise RagloopError(f"no {wanted} match {filters}; `ragloop prefs stats` lists raters")
     raise RagloopError(f"no {wanted} to train on yet; run `ragloop rate` first "
@@ -129,7 +125,7 @@ def select(ws, data_kind: str | None, data: Path | None = None, rater: str | Non
         source = "workspace"
     target = data_kind or kind
     if target != kind:
-        notes.append(f"the {len(rows)} pairs give {NOUNS[target]}: " +
+        notes.append(f"the {len(rows)} pairs give {ROW_NOUNS[target]}: " +
                      ("chosen answers as good, rejected as bad" if target == "kto"
                       else "their chosen answers"))
     return TrainingData(target, convert(rows, kind, target), source, notes=notes)
@@ -143,7 +139,7 @@ def split(data: TrainingData, fraction: float, seed: int) -> TrainingData:
         data.train, data.eval = list(data.rows), []
         return data
     held = int(n * fraction)
-    noun = NOUNS[data.kind]
+    noun = ROW_NOUNS[data.kind]
     if held < 1 or n - held < 1:
         need = max(2, math.ceil(1 / fraction - 1e-9))
         raise RagloopError(f"--eval-split {fraction} of {n} {noun} leaves {held} for evaluation "
@@ -158,5 +154,6 @@ def split(data: TrainingData, fraction: float, seed: int) -> TrainingData:
 
 
 def text_rows(rows: list[dict], kind: str) -> list[dict]:
-    """Only the columns a trainer reads."""
-    return [{c: r[c] for c in TEXT_COLUMNS[kind]} for r in rows]
+    """Only the columns a trainer reads: plain strings (the prompt is already the rendered
+    chat prompt), so no trainer applies the chat template a second time."""
+    return [{c: r[c] for c in ROW_FIELDS[kind]} for r in rows]

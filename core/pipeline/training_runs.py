@@ -1,6 +1,9 @@
 """Run folders and running: <workspace>/runs/<run id>/ with run.json (the record), the rows
 trained on, the trainer's checkpoints/ and loss.png; `run_training` fills one and registers
-the adapter (see core.training for the job and the public API)."""
+the adapter (see core.training for the job and the public API).
+
+This module runs the `TrainingJob` that core.training prepares; it reads the job's fields
+and never imports core.training, which imports it."""
 
 from __future__ import annotations
 
@@ -15,15 +18,11 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ragloop.core import registry
 from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.adapters import save_adapter
+from ragloop.core.pipeline.adapters import read_metadata, save_adapter
 from ragloop.core.workspace import atomic_write_bytes, utcnow
-
-if TYPE_CHECKING:
-    from ragloop.core.pipeline.training import TrainingJob
 
 RECORD = "run.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -245,7 +244,7 @@ class TrainResult:
 
 # ---- running ------------------------------------------------------------------------------
 
-def _record(job: TrainingJob, **extra) -> dict:
+def _record(job, **extra) -> dict:
     return {"id": job.run_id, "name": job.name, "method": job.method, "backend": job.backend,
             "options": asdict(job.options) if job.options is not None else {},
             "settings": asdict(job.settings), "seed": job.settings.seed,
@@ -254,8 +253,9 @@ def _record(job: TrainingJob, **extra) -> dict:
             "versions": versions(), **extra}
 
 
-def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
-    """Run the job to the end and register its adapter (see the module docstring)."""
+def run_training(ws, job, listeners=()) -> TrainResult:
+    """Run the job (a core.training.TrainingJob) to the end and register its adapter (see
+    the module docstring)."""
     if job.adapter_saved:
         return _finish_saved(ws, job, listeners)
     backend = registry.get_training_backend(job.backend)(workspace=ws)
@@ -329,10 +329,9 @@ def run_training(ws, job: TrainingJob, listeners=()) -> TrainResult:
     return TrainResult(job.run_id, job.run_dir, job.name, adapter_dir, metrics, record)
 
 
-def _finish_saved(ws, job: TrainingJob, listeners=()) -> TrainResult:
+def _finish_saved(ws, job, listeners=()) -> TrainResult:
     """Complete the record of a run that saved its adapter but stopped before saying so:
     the adapter's own record holds the metrics, the last checkpoint the log."""
-    from ragloop.core.pipeline.adapters import read_metadata
     adapter_dir = Path(ws.adapters_dir) / job.name
     meta = read_metadata(adapter_dir)
     record = read_record(job.run_dir)

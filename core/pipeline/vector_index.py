@@ -12,13 +12,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-from contextlib import contextmanager
 
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
-from ragloop.core.workspace import utcnow
+from ragloop.core.workspace import utcnow, write_transaction
 
 DEFAULT_EMBEDDER = "sentence-transformers"
 DEFAULT_STORE = "faiss"
@@ -73,23 +71,6 @@ def _trusted_by_environment(config_cls) -> list[str]:
 def embed_text(heading: str, text: str) -> str:
     """What is embedded for a chunk: its heading path gives context the text may lack."""
     return f"{heading}\n\n{text}" if heading else text
-
-
-@contextmanager
-def deferred_interrupt():
-    """Hold Ctrl-C until a write that must not be cut in half is done."""
-    received = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *a: received.append(a))
-    except ValueError:          # not the main thread: nothing to defer
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received:
-            raise KeyboardInterrupt
 
 
 class VectorIndex:
@@ -212,7 +193,7 @@ class VectorIndex:
         stale, missing = sorted(stored - in_db), sorted(in_db - stored)
         self.store.remove(stale)
         self._embed_rows(missing, progress)
-        with deferred_interrupt(), self.db.atomic():
+        with write_transaction(self.db):
             self.record()
         return {"stale_removed": len(stale), "missing_embedded": len(missing)}
 
@@ -222,7 +203,7 @@ class VectorIndex:
         self._drop_store_file()
         ids = [row[0] for row in self.db.execute("select id from chunks order by id")]
         self._embed_rows(ids, progress)
-        with deferred_interrupt(), self.db.atomic():
+        with write_transaction(self.db):
             self.record()
         return {"embedded": len(ids)}
 

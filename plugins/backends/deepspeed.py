@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import importlib.util
 
-from ragloop.core import RagloopError, hookimpl
-from ragloop.plugins.backends.device import cuda_devices
+from ragloop.core import RagloopError, TrainingBackend, hookimpl
 from ragloop.plugins.backends.launch import (
-    LaunchedBackend,
     accelerate_config,
     check_processes,
+    cuda_devices,
     deepspeed_config,
     launch,
     parallel_options,
 )
 
 
-class DeepSpeedBackend(LaunchedBackend):
+class DeepSpeedBackend(TrainingBackend):
     name = "deepspeed"
     description = "DeepSpeed ZeRO-2/3 (--zero, --offload) via accelerate; needs CUDA."
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from ragloop.core import Filter, FilterResult, hookimpl, latest_votes, majority
+from ragloop.core import ROW_KINDS, Filter, FilterResult, hookimpl, latest_votes, majority
 
 
 def item_agreement(db) -> dict[str, tuple[float, int]]:
@@ -52,7 +52,7 @@ class MinAgreementConfig:
 class MinAgreement(Filter):
     name = "min-agreement"
     description = "Drops training rows whose raters agreed less than a threshold."
-    applies_to = ("pairs", "kto", "sft")
+    applies_to = ROW_KINDS
     Config = MinAgreementConfig
 
     def _lookup(self):
@@ -97,7 +97,7 @@ class DropTies(Filter):
     name = "drop-ties"
     description = ("Drops rows whose deciding verdict was a tie or both-bad: raw rows with a "
                    "`choice`, and KTO rows labelled false only by a both-bad comparison.")
-    applies_to = ("pairs", "kto", "sft")
+    applies_to = ROW_KINDS
     Config = DropTiesConfig
 
     def _choices(self) -> dict[str, str]:

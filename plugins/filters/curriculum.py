@@ -11,8 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ragloop.core import Filter, FilterResult, RagloopError, hookimpl
-from ragloop.core.pipeline.filtering import ANSWERS, noun, record_kind
+from ragloop.core import (
+    ANSWER_FIELDS,
+    ROW_KINDS,
+    Filter,
+    FilterResult,
+    RagloopError,
+    hookimpl,
+    noun,
+    record_kind,
+)
 
 
 @dataclass
@@ -27,12 +35,13 @@ class CurriculumConfig:
 class Curriculum(Filter):
     name = "curriculum"
     description = "Orders training rows easy to hard, by answer length or by reward margin."
-    applies_to = ("pairs", "kto", "sft")
+    applies_to = ROW_KINDS
     Config = CurriculumConfig
 
     def value(self, record: dict) -> float:
         if self.config.by == "length":
-            return sum(len(str(record.get(f) or "").split()) for f in ANSWERS[record_kind(record)])
+            fields = ANSWER_FIELDS[record_kind(record)]
+            return sum(len(str(record.get(f) or "").split()) for f in fields)
         return float(record[self.config.margin_key])
 
     def difficulty(self, record: dict) -> float:

@@ -10,11 +10,23 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ragloop.core import Filter, FilterResult, RagloopError, hookimpl
-from ragloop.core.pipeline.filtering import KINDS, describe, joined, normalize
+from ragloop.core import (
+    RECORD_KINDS,
+    Filter,
+    FilterResult,
+    RagloopError,
+    describe,
+    hookimpl,
+    joined,
+)
 
 FIELDS_HELP = ("Record fields compared, comma-separated (default: text for documents; "
                "prompt+completion for kto/sft; prompt+chosen+rejected for pairs).")
+
+
+def normalize(text: str) -> str:
+    """Lower-cased, whitespace collapsed: how two texts are compared for equality."""
+    return " ".join(str(text).lower().split())
 
 
 def _ref(record: dict) -> str:
@@ -38,7 +50,7 @@ class ExactDedupConfig:
 class ExactDedup(Filter):
     name = "exact-dedup"
     description = "Drops records whose text repeats an earlier one (case and spacing ignored)."
-    applies_to = KINDS
+    applies_to = RECORD_KINDS
     compares = True
     Config = ExactDedupConfig
 
@@ -93,7 +105,7 @@ def bands(num_perm: int, threshold: float) -> tuple[int, int]:
 class NearDedup(Filter):
     name = "near-dedup"
     description = "Drops records nearly repeating an earlier one (MinHash LSH on word shingles)."
-    applies_to = KINDS
+    applies_to = RECORD_KINDS
     compares = True
     Config = NearDedupConfig
 

@@ -10,8 +10,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ragloop.core import Filter, FilterResult, hookimpl
-from ragloop.core.pipeline.filtering import KINDS, TEXTS, noun, record_kind
+from ragloop.core import (
+    RECORD_KINDS,
+    TEXT_FIELDS,
+    Filter,
+    FilterResult,
+    hookimpl,
+    noun,
+    record_kind,
+)
 
 # kind -> (pattern, placeholder, noun); applied in this order, so specific token formats
 # are named before the generic secret pattern could swallow them.
@@ -46,7 +53,7 @@ class PiiConfig:
 class PiiRedact(Filter):
     name = "pii-redact"
     description = "Replaces emails, phone numbers and API keys with placeholders like [EMAIL]."
-    applies_to = KINDS
+    applies_to = RECORD_KINDS
     Config = PiiConfig
 
     def redact(self, text: str, counts: Counter) -> str:
@@ -63,7 +70,7 @@ class PiiRedact(Filter):
         for record in records:
             kind = record_kind(record)
             new = dict(record)
-            for name in TEXTS[kind] + (("question",) if kind != "documents" else ()):
+            for name in TEXT_FIELDS[kind] + (("question",) if kind != "documents" else ()):
                 if isinstance(record.get(name), str):
                     new[name] = self.redact(record[name], counts)
             changed += new != record

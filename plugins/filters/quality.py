@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ragloop.core import Filter, FilterResult, hookimpl
-from ragloop.core.pipeline.filtering import ANSWERS, KINDS, record_kind
+from ragloop.core import (
+    ANSWER_FIELDS,
+    RECORD_KINDS,
+    Filter,
+    FilterResult,
+    hookimpl,
+    record_kind,
+)
 
 
 def answers(record: dict) -> list[tuple[str, str]]:
     """(field, text) for each part of a record the text filters judge."""
-    fields = ANSWERS[record_kind(record)]
+    fields = ANSWER_FIELDS[record_kind(record)]
     return [(f, str(record.get(f) or "")) for f in fields]
 
 
@@ -59,7 +65,7 @@ class LengthConfig:
 class Length(Filter):
     name = "length"
     description = "Drops records shorter or longer than word or character bounds."
-    applies_to = KINDS
+    applies_to = RECORD_KINDS
     Config = LengthConfig
 
     def check(self, text: str):
@@ -114,7 +120,7 @@ class Quality(Filter):
     name = "quality"
     description = ("Drops texts with few letters, repeated lines or phrases, or boilerplate "
                    "(lorem ipsum, click here, cookie banners).")
-    applies_to = KINDS
+    applies_to = RECORD_KINDS
     Config = QualityConfig
 
     def check(self, text: str):

@@ -20,7 +20,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ragloop.core import RagloopError
+from ragloop.core import RagloopError, replace_folder
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
 
 PACKAGED_MODEL = "SmolLM2-135M-Instruct"
@@ -160,18 +160,12 @@ def _is_converted(folder: Path, fp: str) -> bool:
 def _swap_into_place(tmp: Path, target: Path, fp: str) -> None:
     if _is_converted(target, fp):
         return                           # another process finished meanwhile; keep its copy
-    old = None
-    if target.exists():                  # made from another GGUF, or damaged by hand
-        old = target.with_name(f".{target.name}.old-{os.getpid()}.tmp")
-        os.rename(target, old)
     try:
-        os.rename(tmp, target)
+        replace_folder(tmp, target)      # replaces one made from another GGUF, or damaged
     except OSError:
         # Another process finished first: keep its copy if it is complete.
         if not _is_converted(target, fp):
             raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _remove_stale_temps(models_dir: Path, name: str) -> None:
