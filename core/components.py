@@ -274,7 +274,34 @@ class TrainingMethod(Component):
 
 
 class TrainingBackend(Component):
-    """Runs a training method in one or more processes."""
+    """Runs a training method in one or more processes.
+
+    Core calls, in this order:
+
+    - `pick_device()` while preparing a job: the (device, precision) the method trains on,
+      e.g. ("cuda", "bf16"), kept as `job.device`/`job.precision` and in the run record.
+    - `configure(job, flags)` for `ragloop train`, with its launch flags as given:
+      `{"processes": 1, "fsdp": False, "zero": None, "offload": False}` (`zero` is "2" or
+      "3" when given). The backend validates them and keeps what `run` needs on
+      `job.parallel`; the default takes none of them and refuses any but those values.
+    - `check(job)`: refuse, with a RagloopError, what cannot run here (too many processes,
+      no CUDA); runs before anything is written.
+    - `run(method, job)`: train and return the method's metrics.
+    """
+
+    def pick_device(self) -> tuple[str, str]:
+        """(device, precision) for the method; the default, without looking, is the CPU in
+        fp32 (core itself looks at no GPU: a backend that can use one says so here)."""
+        return "cpu", "fp32"
+
+    def configure(self, job: Any, flags: dict) -> None:
+        if (flags.get("processes", 1) > 1
+                or any(flags.get(name) for name in ("fsdp", "zero", "offload"))):
+            raise RagloopError("--processes, --fsdp, --zero and --offload need --backend "
+                               "accelerate or deepspeed")
+
+    def check(self, job: Any) -> None:
+        """Raise RagloopError if the job cannot run with this backend here."""
 
     def run(self, method: TrainingMethod, job: Any) -> dict:
         raise NotImplementedError

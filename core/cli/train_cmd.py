@@ -19,6 +19,8 @@ SETTINGS = {"max_steps": "max_steps", "epochs": "epochs", "lr": "learning_rate",
             "batch_size": "batch_size", "grad_accum": "grad_accum", "lora_r": "lora_r",
             "full": "full", "eval_split": "eval_split", "early_stopping": "early_stopping",
             "seed": "seed", "save_steps": "save_steps"}
+# Flags for the training backend (TrainingBackend.configure), by click parameter name.
+LAUNCH_FLAGS = ("processes", "fsdp", "zero", "offload")
 
 
 class TrainingProgress:
@@ -127,21 +129,13 @@ def _apply_config_file(ctx, path: str, params: dict) -> list[str]:
     return options
 
 
-def _parallel(ws, job, params) -> None:
-    """Attach --processes/--fsdp/--zero/--offload to the job and let the backend refuse
-    them before anything is written."""
+def _configure_backend(ws, job, params) -> None:
+    """Hand --processes/--fsdp/--zero/--offload, as given, to the job's backend, which keeps
+    what it needs on the job and refuses what it cannot run before anything is written."""
     from ragloop.core.registry import get_training_backend
-    from ragloop.plugins.backends.launch import ParallelOptions, set_parallel_options
-    opts = ParallelOptions(params.pop("processes"), params.pop("fsdp"),
-                           int(params["zero"]) if params["zero"] else None, params.pop("offload"))
-    params.pop("zero")
-    if job.backend == "local" and (opts.processes > 1 or opts.fsdp or opts.zero or opts.offload):
-        raise RagloopError("--processes, --fsdp, --zero and --offload need --backend accelerate "
-                           "or deepspeed")
-    set_parallel_options(job, opts)
-    check = getattr(get_training_backend(job.backend)(workspace=ws), "check", None)
-    if check is not None:
-        check(job)
+    backend = get_training_backend(job.backend)(workspace=ws)
+    backend.configure(job, {name: params.pop(name) for name in LAUNCH_FLAGS})
+    backend.check(job)
 
 
 def run_reported(label: str, run, as_json: bool):
@@ -244,7 +238,7 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
             settings=TrainSettings(**settings), data=params["data"], rater=params["rater"],
             min_agreement=params["min_agreement"], name=params["name"], model=params["model"],
             filters=params["filters"], filter_options=params["filter_options"])
-    _parallel(ws, job, params)
+    _configure_backend(ws, job, params)
     for note in job.notes:
         stderr.print(f"Note: {note}.")
     done = run_reported(job.method, lambda bar: run_training(ws, job, listeners=[bar]), as_json)

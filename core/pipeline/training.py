@@ -11,7 +11,7 @@ written); `run_training` creates the run folder <ws>/runs/<run id>/ (run.json, t
 rows in train.jsonl/eval.jsonl, the trainer's checkpoints/, loss.png), has the backend run
 the method, and registers the result in <ws>/adapters/<name>/ (see core.adapters).
 
-A method's `train(job)` trains on `job.dataset` (plain-string columns of `job.data_kind`),
+A method's `train(job)` trains on `job.dataset` (rows of plain strings, `job.data_kind`),
 starting from `job.base_model` (a folder or hub id), continuing from `job.resume_from`
 when set, writing checkpoints into `job.output_dir`, and saves the result (a PEFT adapter,
 or a whole model with `settings.full`) into `job.save_dir`. It reports progress with
@@ -101,7 +101,7 @@ class TrainingJob:
     precision: str                   # "fp32" or "bf16" (mixed)
     resume_from: str | None = None   # a checkpoint folder
     model: str | None = None         # the model asked for; None: the generator's default
-    parallel: Any = None             # core.parallel.ParallelOptions; None: one process
+    parallel: Any = None             # set by the backend's configure(); None: one process
     adapter_saved: bool = False      # resumed run whose adapter was saved: finish the record
     listeners: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -119,17 +119,16 @@ class TrainingJob:
         return self.run_dir / "final"
 
     @property
-    def dataset(self):
-        """The training rows as a `datasets.Dataset` of plain strings (no chat messages)."""
-        from datasets import Dataset
-        return Dataset.from_list(text_rows(self.data.train, self.data.kind))
+    def dataset(self) -> list[dict]:
+        """The training rows as plain strings (no chat messages), one dict per row; a
+        method builds its trainer's own dataset type from them."""
+        return text_rows(self.data.train, self.data.kind)
 
     @property
-    def eval_dataset(self):
+    def eval_dataset(self) -> list[dict] | None:
         if not self.data.eval:
             return None
-        from datasets import Dataset
-        return Dataset.from_list(text_rows(self.data.eval, self.data.kind))
+        return text_rows(self.data.eval, self.data.kind)
 
     def emit(self, event: str, **fields) -> None:
         for listener in list(self.listeners):
@@ -137,19 +136,6 @@ class TrainingJob:
 
 
 # ---- preparing ----------------------------------------------------------------------------
-
-def pick_device() -> tuple[str, str]:
-    """(device, precision): bf16 mixed precision only on CUDA that has it natively; fp32
-    elsewhere (CPUs without native bf16 emulate it at a large slow-down)."""
-    import torch
-    if torch.cuda.is_available():
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:
-            native = torch.cuda.is_bf16_supported()
-        return "cuda", "bf16" if native else "fp32"
-    return "cpu", "fp32"
-
 
 def resolve_base(ws, model: str | None) -> tuple[str, str]:
     """(checkpoint to load, model id) of the generator's model: the packaged default
@@ -199,7 +185,7 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
     plugins, with `NAME.key=value` options) run over the rows before the held-out split, so
     the dataset hash and lineage describe what is actually trained on."""
     settings = settings or TrainSettings()
-    registry.get_training_backend(backend)
+    runner = registry.get_training_backend(backend)(workspace=ws)
     cls = registry.get_training_method(method) if method else None
     if cls is not None and cls.data_kind not in ROW_KINDS:
         raise RagloopError(f"method {cls.name} trains on {cls.data_kind!r} data, which "
@@ -221,7 +207,7 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
         settings.learning_rate = getattr(cls, "default_learning_rate", DEFAULT_LEARNING_RATE)
     name = _free_name(ws, name, cls.name)
     checkpoint, model_id = resolve_base(ws, model)
-    device, precision = pick_device()
+    device, precision = runner.pick_device()
     run_id = new_id()
     job = TrainingJob(run_id, name, cls.name, backend, config, settings, checkpoint, model_id,
                       chosen, Path(ws.runs_dir) / run_id, device, precision, model=model,
@@ -278,9 +264,10 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
     data = TrainingData(lineage["kind"], [], lineage["source"])
     data.train, data.eval = read_rows(run_dir / "train.jsonl"), read_rows(run_dir / "eval.jsonl")
     data.rows = read_rows(run_dir / "rows.jsonl")
-    device, precision = pick_device()
-    job = TrainingJob(rid, name, record["method"], record.get("backend", DEFAULT_BACKEND), config,
-                      settings, base_model, model_id, data, run_dir, device, precision,
+    backend = record.get("backend", DEFAULT_BACKEND)
+    device, precision = registry.get_training_backend(backend)(workspace=ws).pick_device()
+    job = TrainingJob(rid, name, record["method"], backend, config, settings, base_model,
+                      model_id, data, run_dir, device, precision,
                       resume_from=str(checkpoint) if checkpoint else None, model=asked,
                       adapter_saved=saved.exists())
     if job.adapter_saved:

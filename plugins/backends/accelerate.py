@@ -3,17 +3,18 @@ with a config generated into the run folder; on CPU the processes talk over gloo
 
 from __future__ import annotations
 
-from ragloop.core import RagloopError, TrainingBackend, hookimpl
+from ragloop.core import RagloopError, hookimpl
+from ragloop.plugins.backends.device import cuda_devices
 from ragloop.plugins.backends.launch import (
+    LaunchedBackend,
     accelerate_config,
     check_processes,
-    cuda_devices,
     launch,
     parallel_options,
 )
 
 
-class AccelerateBackend(TrainingBackend):
+class AccelerateBackend(LaunchedBackend):
     name = "accelerate"
     description = "Several processes (DDP, or FSDP with --fsdp) via `accelerate launch`; gloo on CPU."
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import importlib.util
 
-from ragloop.core import RagloopError, TrainingBackend, hookimpl
+from ragloop.core import RagloopError, hookimpl
+from ragloop.plugins.backends.device import cuda_devices
 from ragloop.plugins.backends.launch import (
+    LaunchedBackend,
     accelerate_config,
     check_processes,
-    cuda_devices,
     deepspeed_config,
     launch,
     parallel_options,
 )
 
 
-class DeepSpeedBackend(TrainingBackend):
+class DeepSpeedBackend(LaunchedBackend):
     name = "deepspeed"
     description = "DeepSpeed ZeRO-2/3 (--zero, --offload) via accelerate; needs CUDA."
 

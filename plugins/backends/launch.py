@@ -5,13 +5,14 @@
     config = accelerate_config(opts, cpu)    # the dict `accelerate launch --config_file` reads
     validate_accelerate_config(config)       # also used on examples/accelerate/*.yaml
     ds = deepspeed_config(stage, offload)    # validate_deepspeed_config(ds)
-    metrics = launch(job, config)            # runs core.train_worker in each process
+    metrics = launch(job, config, cpu)       # runs the worker module in each process
 
-The CLI sets the job's `parallel` field with `set_parallel_options(job, opts)` (its
---processes/--fsdp/--zero/--offload). The worker processes rebuild the job from the run
-folder (run.json and the rows), so nothing but paths crosses the process boundary, and
-they never open the workspace or its FAISS index: faiss and torch each bring their own
-OpenMP runtime, and faiss in a forked child can hang.
+`ragloop train` hands its --processes/--fsdp/--zero/--offload to the backend's
+`configure(job, flags)`; the backends here (subclasses of LaunchedBackend) keep them on the
+job as ParallelOptions, read back with `parallel_options(job)`. The worker processes
+rebuild the job from the run folder (run.json and the rows), so nothing but paths crosses
+the process boundary, and they never open the workspace or its FAISS index: faiss and
+torch each bring their own OpenMP runtime, and faiss in a forked child can hang.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragloop.core import RagloopError
+from ragloop.core import RagloopError, TrainingBackend
+from ragloop.plugins.backends.device import pick_device
 
 EVENTS = "worker-events.jsonl"     # rank 0's job events, tailed by the launching process
 RESULT = "worker-result.json"      # rank 0's metrics
@@ -53,12 +55,30 @@ class ParallelOptions:
     offload: bool = False            # ZeRO: optimizer state and parameters in CPU memory
 
 
+def options_from(flags: dict) -> ParallelOptions:
+    """ParallelOptions from `ragloop train`'s flags as given (`zero` is "2", "3" or None)."""
+    zero = flags.get("zero")
+    return ParallelOptions(flags.get("processes", 1), bool(flags.get("fsdp")),
+                           int(zero) if zero else None, bool(flags.get("offload")))
+
+
 def set_parallel_options(job, options: ParallelOptions) -> None:
     job.parallel = options
 
 
 def parallel_options(job) -> ParallelOptions:
     return job.parallel or ParallelOptions()
+
+
+class LaunchedBackend(TrainingBackend):
+    """What the multi-process backends share: CUDA when there is one, and the launch flags
+    kept on the job for their `check` and `run`."""
+
+    def pick_device(self) -> tuple[str, str]:
+        return pick_device()
+
+    def configure(self, job, flags: dict) -> None:
+        set_parallel_options(job, options_from(flags))
 
 
 def cores() -> int:
@@ -75,11 +95,6 @@ def check_processes(n: int, cuda_devices: int = 0) -> None:
     if n > have:
         raise RagloopError(f"--processes {n} is more than this machine's {have} {what}; "
                            f"use --processes {have} or fewer")
-
-
-def cuda_devices() -> int:
-    import torch
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 # ---- configs ------------------------------------------------------------------------------
@@ -175,7 +190,7 @@ def worker_env(processes: int, cpu: bool) -> dict:
 
 
 def launch(job, config: dict, cpu: bool) -> dict:
-    """Write the config into the run folder, run `accelerate launch` on core.train_worker,
+    """Write the config into the run folder, run `accelerate launch` on the worker module,
     forward rank 0's events to the job's listeners, and return its metrics."""
     import yaml
     run_dir = Path(job.run_dir)

@@ -1,9 +1,9 @@
-"""One training process under `accelerate launch`: `python -m ragloop.plugins.backends.worker RUN_DIR
-[--resume-from CHECKPOINT]`.
+"""One training process under `accelerate launch`:
+`python -m ragloop.plugins.backends.worker RUN_DIR [--resume-from CHECKPOINT]`.
 
 Rebuilds the job from the run folder that run_training wrote (run.json and the rows) and
 runs the method; rank 0 appends the job's events to worker-events.jsonl and writes the
-metrics to worker-result.json for the launching process (see core.parallel).
+metrics to worker-result.json for the launching process (see launch.py).
 """
 
 from __future__ import annotations

@@ -150,9 +150,14 @@ def progress_callback(job):
     return Bridge()
 
 
-def prepare_dataset(method, rows_dataset, tokenizer):
-    """The job's dataset as the method's trainer should tokenize it (see `strips_bos`)."""
-    if rows_dataset is None or not (method.strips_bos and _adds_bos(tokenizer)):
+def prepare_dataset(method, rows, tokenizer):
+    """Rows (`job.dataset`: a list of dicts of plain strings, or already a `datasets.Dataset`)
+    as the `datasets.Dataset` the method's trainer should tokenize (see `strips_bos`)."""
+    if rows is None:
+        return None
+    from datasets import Dataset
+    rows_dataset = Dataset.from_list(rows) if isinstance(rows, list) else rows
+    if not (method.strips_bos and _adds_bos(tokenizer)):
         return rows_dataset
     bos = tokenizer.bos_token
     return rows_dataset.map(lambda r: {"prompt": r["prompt"][len(bos):]
