@@ -37,6 +37,7 @@ _EXPORTS = {
     "quiet_library_logs": "quiet",
     # the pipeline services a plugin may call
     "Searcher": "pipeline.search",
+    "read_questions": "pipeline.rating_questions",
     "DEFAULT_GENERATOR": "pipeline.ask", "load_generator": "pipeline.ask",
     "prepare": "pipeline.ask", "resolve_adapter": "pipeline.ask",
     "METADATA": "pipeline.adapters", "find_adapter": "pipeline.adapters",

@@ -43,6 +43,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.training.sft",
     "ragloop.plugins.training.reward",
     "ragloop.plugins.training.rlhf",
+    "ragloop.plugins.training.distill_logits",
     "ragloop.plugins.backends.local",
     "ragloop.plugins.backends.accelerate",
     "ragloop.plugins.backends.deepspeed",

@@ -101,6 +101,11 @@ def from_logs(ws) -> list[Question]:
     return questions
 
 
+def read_questions(ws, path: str | Path | None = None) -> list[Question]:
+    """The questions of the file `path` (from_file), else of the logged asks (from_logs)."""
+    return from_file(path) if path is not None else from_logs(ws)
+
+
 def typed(read_line: Callable[[], str | None], say: Callable[[str], None]) -> Iterator[Question]:
     """Questions typed at a prompt until an empty line or end of input."""
     while True:

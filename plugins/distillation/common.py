@@ -7,13 +7,20 @@
     result = run_distillation(ws, job, listeners=())      # -> TrainResult
 
 The teacher is a model (folder, hub id or the generator's packaged model) or an adapter of
-the workspace (name or folder); an adapter runs on the base model it records.
+the workspace (name or folder); an adapter runs on the base model it records, merged.
 The rows are prompts with the teacher's answers: the workspace's logged questions (or
 `questions`, a file in the `rate --questions` formats) with their retrieved passages, as
 `ask` builds them, or the prompts of a `data` file in the `prefs export` formats; the
-teacher answers them (`answer_prompts`) before the distiller runs. A distiller plugin (`register_distillers`) gets the job with its rows and trains the student
-through the training core with `train_student`, so a distilled student is a run with a run
-folder and an adapter (or, with settings.full, a model) registered with its lineage.
+teacher answers them (`answer_prompts`) before the distiller runs. A distiller plugin
+(`register_distillers`) gets the job with its rows and trains the student through the
+training core with `train_student`, so a distilled student is a run with a run folder and
+an adapter (or, with settings.full, a model) registered with its lineage.
+
+The teacher's weights load once per run (`Teacher.load`): building the prompts loads them
+through the generator, which the answering then uses; a training method that needs the
+teacher too (`distill-logits`) gets that same model in this process (`train_student(...,
+keep_teacher=True)`, through plugins/hf/kept.py). Otherwise the teacher is let go before
+the student trains.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from ragloop.core import (
     run_training,
     select,
 )
+from ragloop.plugins.hf.kept import keep
+from ragloop.plugins.hf.loader import load_causal_lm
 
 DEFAULT_DISTILLER = "logits"
 
@@ -46,8 +55,32 @@ class Teacher:
     model: str                      # checkpoint folder or hub id
     adapter: str | None = None      # LoRA adapter folder on top of `model`
 
+    def __post_init__(self):
+        self._loaded = None         # (model, tokenizer) once loaded; not a field: never copied
+
     def lineage(self) -> dict:
         return {"teacher": self.spec, "teacher_model": self.model, "teacher_adapter": self.adapter}
+
+    def load(self, loaded=None):
+        """(model in eval mode, tokenizer), loaded the first time only; a LoRA teacher is
+        merged into its base. `loaded`: the teacher's model already loaded (by the generator
+        that built the prompts), taken instead of loading the weights again."""
+        if self._loaded is None:
+            with _library_noise_hidden():
+                from transformers import AutoTokenizer
+                tokenizer = AutoTokenizer.from_pretrained(self.adapter or self.model)
+                if tokenizer.pad_token is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                if loaded is None:
+                    loaded = load_causal_lm(self.model, adapter=self.adapter, merge=True)
+                elif hasattr(loaded, "merge_and_unload"):        # the generator's PeftModel
+                    loaded = loaded.merge_and_unload()
+            self._loaded = loaded.eval(), tokenizer
+        return self._loaded
+
+    def unload(self) -> None:
+        """Let the loaded weights go (the memory is the student's next)."""
+        self._loaded = None
 
 
 @dataclass
@@ -97,17 +130,19 @@ def _prompts(ws, teacher: Teacher, questions, data) -> tuple[list[dict], str]:
         rows = select(ws, None, Path(data)).rows
         unique = list(dict.fromkeys(r["prompt"] for r in rows))
         return [{"prompt": p} for p in unique], str(data)
-    from ragloop.core import DEFAULT_GENERATOR, Searcher, load_generator, prepare
-    from ragloop.core.pipeline import rating_questions
-    found = rating_questions.from_file(questions) if questions else rating_questions.from_logs(ws)
+    from ragloop.core import DEFAULT_GENERATOR, Searcher, load_generator, prepare, read_questions
+    found = read_questions(ws, questions)
     if not found:
         raise RagloopError("no questions to distill on: ask some with `ragloop ask`, or give "
                            "--questions FILE or --data FILE")
-    generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={teacher.model}"],
-                               adapter=teacher.adapter)
+    # On the CPU in float32, where and how the teacher answers: the prompts need the model
+    # loaded (its context length), and the answers then use these same weights.
+    generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={teacher.model}", "device=cpu",
+                                                       "dtype=float32"], adapter=teacher.adapter)
     searcher = Searcher(ws)
     prompts = [{"prompt": prepare(ws, q.text, generator, searcher=searcher).prompt.text,
                 "question": q.text} for q in found]
+    teacher.load(getattr(generator, "model", None))
     return prompts, str(questions) if questions else "workspace questions"
 
 
@@ -141,7 +176,7 @@ def answer_prompts(job: DistillJob, progress=None) -> list[dict]:
 def teacher_answers(job: DistillJob, progress=None) -> list[dict]:
     """The teacher's greedy answers to the job's prompts, as sft rows."""
     import torch
-    model, tokenizer = load_teacher(job.teacher)
+    model, tokenizer = job.teacher.load()
     rows = []
     for item in job.prompts:
         ids = tokenizer(item["prompt"], add_special_tokens=False, return_tensors="pt")
@@ -168,25 +203,11 @@ def _library_noise_hidden():
         yield
 
 
-def load_teacher(teacher: Teacher):
-    """(model in eval mode, tokenizer); a LoRA teacher is merged into its base."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    with _library_noise_hidden():
-        tokenizer = AutoTokenizer.from_pretrained(teacher.adapter or teacher.model)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(teacher.model, dtype=torch.float32)
-        if teacher.adapter:
-            from peft import PeftModel
-            model = PeftModel.from_pretrained(model, teacher.adapter).merge_and_unload()
-    return model.eval(), tokenizer
-
-
 def train_student(ws, job: DistillJob, training_method: str, options=(), listeners=(),
-                  backend: str = "local"):
+                  backend: str = "local", keep_teacher: bool = False):
     """Train the student on job.rows with a training method; the adapter records where the
-    teacher's knowledge came from."""
+    teacher's knowledge came from. `keep_teacher`: the method uses the teacher too, and takes
+    the loaded one (in this process) instead of loading it again; else it is let go first."""
     with tempfile.TemporaryDirectory(prefix="ragloop-distill-") as tmp:
         path = Path(tmp) / "rows.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in job.rows),
@@ -196,7 +217,12 @@ def train_student(ws, job: DistillJob, training_method: str, options=(), listene
                                 data=path, name=job.name, model=job.student)
     tjob.data.source = f"distill:{job.method}:{job.source}"
     tjob.notes = [*job.notes, *tjob.notes]
-    result = run_training(ws, tjob, listeners)
+    if keep_teacher:
+        with keep(job.teacher.model, job.teacher.adapter, job.teacher.load()[0]):
+            result = run_training(ws, tjob, listeners)
+    else:
+        job.teacher.unload()
+        result = run_training(ws, tjob, listeners)
     lineage = {**job.teacher.lineage(), "method": job.method, "questions": job.source,
                "prompts": len(job.prompts), "run_id": result.run_id}
     meta_path = result.adapter_dir / METADATA
@@ -211,4 +237,7 @@ def run_distillation(ws, job: DistillJob, listeners=()):
     student; returns the TrainResult."""
     distiller = registry.get("distiller", job.method)(workspace=ws)
     answer_prompts(job)
-    return distiller.distill(job, listeners)
+    try:
+        return distiller.distill(job, listeners)
+    finally:
+        job.teacher.unload()
