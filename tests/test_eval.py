@@ -335,3 +335,34 @@ def test_each_evaluator_is_told_on_stderr_off_a_terminal(indexed, tmp_path, ragl
             if line.startswith("Evaluating reward: ")]
     assert told == ["Evaluating reward: 0/1 (0%)", "Evaluating reward: 1/1 (100%)"]
     assert result.stdout.startswith("reward: ")
+
+
+def test_reward_scores_a_half_precision_generator_with_a_float32_copy(ragloop_home):
+    """The reward evaluator reloads base + adapter in float32 on the CPU (hf loader) when
+    the generator's own model is half precision, and scores like the float32 generator."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import PeftModel
+
+    from ragloop.plugins.evaluators.reward import scoring_model
+    from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
+    make_adapter(ragloop_home)
+    path = str(Workspace(ragloop_home).adapters_dir / "a")
+
+    def context(dtype):
+        base, tuned = (TransformersGenerator(TransformersConfig(
+            model=str(tiny_causal_lm()), adapter=adapter, dtype=dtype, device="cpu"))
+            for adapter in (None, path))
+        return SimpleNamespace(generators=lambda: [base, tuned], adapter={"path": path})
+
+    half, _ = scoring_model(context("bfloat16"))
+    full, _ = scoring_model(context("float32"))
+    assert isinstance(half, PeftModel) and not half.training
+    assert {p.dtype for p in half.parameters()} == {torch.float32}
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.inference_mode():
+        torch.testing.assert_close(half(input_ids=ids).logits, full(input_ids=ids).logits)
+        with half.disable_adapter():
+            base = half(input_ids=ids).logits
+    assert not torch.allclose(base, full(input_ids=ids).logits, atol=1e-4)
