@@ -97,8 +97,8 @@ def _problem(row, kind: str | None) -> str | None:
     if not isinstance(row, dict):
         return "not a JSON object"
     if row_kind(row) is None:
-        return ("expected fields prompt/chosen/rejected (pairs), prompt/completion/label (kto) "
-                "or prompt/completion (sft)")
+        shapes = [f"{'/'.join(fields)} ({name})" for name, fields in ROW_FIELDS.items()]
+        return f"expected fields {', '.join(shapes[:-1])} or {shapes[-1]}"
     if row_kind(row) != kind:
         return f"a {row_kind(row)} row in a {kind} file"
     for name in ROW_FIELDS[kind]:
