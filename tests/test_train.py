@@ -221,14 +221,14 @@ def test_prompts_longer_than_max_length_are_refused_before_anything_runs(tmp_pat
 
 
 def test_a_full_disk_while_saving_leaves_no_adapter(tmp_path, ragloop_home, monkeypatch):
-    import ragloop.core.pipeline.adapters as adapters
+    import ragloop.core.workspace as workspace     # adapters are written by atomic_folder
 
     def full(folder):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     data = write(tmp_path / "p.jsonl", "pairs", 4)
     with monkeypatch.context() as patch:
-        patch.setattr(adapters, "_fsync_tree", full)
+        patch.setattr(workspace, "fsync_tree", full)
         one_line_error(run("train", "--data", data, "--max-steps", "1", "-o", "max_length=64",
                            *tiny(), "--name", "x", ok=False), "disk is full", "--resume")
     assert list((ragloop_home / "adapters").iterdir()) == []      # no folder, no temp folder
