@@ -58,4 +58,4 @@ def test_pyproject_lists_every_package():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert sorted(setuptools["packages"]) == PACKAGES
     assert setuptools["package-dir"] == {package: folder for folder, package in FOLDERS.items()}
-    assert {"ragloop.core.pipeline", "ragloop.plugins.hf", "ragloop.plugins.training"} <= set(PACKAGES)
+    assert {"ragloop.core.pipeline", "ragloop.plugins.hf", "ragloop.stores"} <= set(PACKAGES)
