@@ -49,6 +49,9 @@ _EXPORTS = {
     "prepare_training": "pipeline.training", "run_training": "pipeline.training",
     "TrainingData": "pipeline.training_data", "select": "pipeline.training_data",
     "read_record": "pipeline.training_runs", "read_rows": "pipeline.training_runs",
+    "all_of": "pipeline.filtering", "build_chain": "pipeline.filtering",
+    "run_chain": "pipeline.filtering", "build_rows": "pipeline.prefs",
+    "Indexer": "pipeline.ingest", "indexed_documents": "pipeline.ingest",
     # for plugins that add commands (register_commands)
     "options_option": "cli.app", "pass_workspace": "cli.app",
     "progress_bar": "cli.progress", "status": "cli.progress", "stderr": "cli.progress",

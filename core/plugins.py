@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.filters.pii",
     "ragloop.plugins.filters.agreement",
     "ragloop.plugins.filters.curriculum",
+    "ragloop.plugins.filters.command",
     "ragloop.plugins.training.dpo",
     "ragloop.plugins.training.kto",
     "ragloop.plugins.training.orpo",

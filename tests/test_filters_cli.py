@@ -233,6 +233,27 @@ def test_filter_without_names_lists_filters_and_options():
            "github, secret, email, phone." in lines
 
 
+def test_filter_command_comes_from_the_filters_plugin(ragloop_home):
+    """`ragloop filter` is the filters family's command (register_commands), not the core's,
+    and the group still lists it with the same summary."""
+    import click
+
+    from ragloop.core.cli import cli
+    from ragloop.core.plugins import DEFAULT_PLUGINS
+    from ragloop.plugins.filters import command
+
+    assert "filter" not in cli.commands
+    assert "ragloop.plugins.filters.command" in DEFAULT_PLUGINS
+    group = click.Group()
+    command.register_commands(group)
+    assert group.commands["filter"] is command.filter_
+    assert "  filter     Preview a chain of data filters on the workspace's data.\n" in \
+        run("--help").output
+    usage, _, rest = run("filter", "--help").output.partition("\n")
+    assert usage.endswith(" filter [OPTIONS] [NAME]...")     # the runner names the group `cli`
+    assert rest.startswith("\n  Preview a chain of data filters on the workspace's data.\n")
+
+
 def test_index_passes_filter_options_to_the_chain(tmp_path):
     from click.testing import CliRunner
     from tiny_models import tiny_embedder

@@ -5,7 +5,6 @@ from ragloop.core.cli import (  # noqa: F401  (each adds its commands to `cli`)
     ask_cmd,
     demo_cmd,
     eval_cmd,
-    filter_cmd,
     index_cmd,
     info_cmd,
     plugins_cmd,

@@ -1,4 +1,7 @@
-"""`ragloop filter`: what a chain of data filters does to the workspace's data."""
+"""`ragloop filter`: what a chain of data filters does to the workspace's data.
+
+The filters family brings this command, registered through `register_commands`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,21 @@ import json
 
 import click
 
-from ragloop.core.cli.app import cli, pass_workspace
-from ragloop.core.config import option_help
-from ragloop.core.errors import RagloopError
-from ragloop.core.pipeline.filtering import all_of, build_chain, run_chain
-from ragloop.core.rows import RECORD_KINDS, noun
+from ragloop.core import (
+    RECORD_KINDS,
+    Indexer,
+    RagloopError,
+    all_of,
+    build_chain,
+    build_rows,
+    hookimpl,
+    indexed_documents,
+    noun,
+    option_help,
+    pass_workspace,
+    registry,
+    run_chain,
+)
 
 
 def _shown(value) -> str:
@@ -23,9 +36,8 @@ def _shown(value) -> str:
 
 
 def _list_filters() -> list[str]:
-    from ragloop.core.registry import entries
     lines = []
-    for name, entry in entries("filter").items():
+    for name, entry in registry.entries("filter").items():
         lines.append(f"{name} ({', '.join(entry.cls.applies_to)}): {entry.cls.description}")
         lines += [f"  {key} = {_shown(default)}: {text}" for key, _, default, text
                   in option_help(entry.cls.Config)]
@@ -34,12 +46,10 @@ def _list_filters() -> list[str]:
 
 def _records(ws, kind: str) -> list[dict]:
     if kind == "documents":
-        from ragloop.core.pipeline.ingest import indexed_documents
         records = indexed_documents(ws)
         if not records:
             raise RagloopError("nothing is indexed yet; run `ragloop index PATH` first")
         return records
-    from ragloop.core.pipeline.prefs import build_rows
     records = build_rows(ws, kind)
     if not records:
         raise RagloopError(f"no {kind} rows yet; run `ragloop rate` first")
@@ -48,7 +58,6 @@ def _records(ws, kind: str) -> list[dict]:
 
 def _apply_to_index(ws, records, kept, report) -> list[str]:
     """Remove from the index what the chain dropped; rewrites cannot reach stored chunks."""
-    from ragloop.core.pipeline.ingest import Indexer
     removed = sorted({r["path"] for r, _, _ in report.removed})
     if removed:
         Indexer(ws).remove_documents(removed)
@@ -62,7 +71,7 @@ def _apply_to_index(ws, records, kept, report) -> list[str]:
     return lines
 
 
-@cli.command(name="filter")
+@click.command(name="filter")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--on", "kind", type=click.Choice(RECORD_KINDS), default="documents",
               show_default=True, help="documents: the indexed documents; pairs, kto, sft: the "
@@ -105,3 +114,8 @@ def filter_(ws, names, kind, options, dry_run, examples, as_json):
         return
     lines += applied or ["Dry run: nothing was changed."]
     click.echo("\n".join(lines))
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(filter_)
