@@ -23,6 +23,7 @@ _EXPORTS = {
         "Embedder", "Store", "Reranker", "Generator", "Comparison", "Verdict", "StopRating",
         "Rater", "FilterResult", "Filter", "TrainingMethod", "TrainingBackend", "Compressor",
         "Distiller", "Evaluator")},
+    "RowFormat": "components",
     "RagloopError": "errors",
     # the workspace and safe writes
     "Workspace": "workspace", "atomic_write_bytes": "workspace", "utcnow": "workspace",

@@ -263,6 +263,40 @@ class Filter(Component):
         raise NotImplementedError
 
 
+class RowFormat(Component):
+    """A file format for training rows (pairs, kto or sft rows, as dicts): what `prefs export
+    --format NAME` writes, and what `prefs import PATH` and `train --data PATH` read.
+
+    `noun` names a path in this format for messages, e.g. "a JSONL file". A format that
+    `writes_folder` writes a folder, so export needs --out; otherwise one file, which
+    `dumps` gives as bytes for export to stdout.
+    """
+
+    noun: ClassVar[str] = ""
+    writes_folder: ClassVar[bool] = False
+
+    def recognizes(self, path: Path) -> bool:
+        """Whether `path`, an existing regular file or folder, is in this format. A file no
+        format recognizes is read by the default format, `jsonl`, which says what is wrong."""
+        raise NotImplementedError
+
+    def write(self, rows: list[dict], out: Path) -> None:
+        """Write all or nothing (`atomic_write_bytes`, `atomic_folder`). Core has checked
+        `out`: its folder exists; a file format's `out` is no folder; a folder format's is
+        absent, empty, or a folder this format recognizes (which is replaced)."""
+        raise NotImplementedError
+
+    def dumps(self, rows: list[dict]) -> bytes:
+        """The rows as the bytes of one file, for export without --out (to stdout)."""
+        raise RagloopError(f"--format {self.name} cannot write to stdout; give a file with --out")
+
+    def read(self, path: Path) -> tuple[list[tuple[int, Any]], str]:
+        """(number, row) pairs, and the word for a number: "line" or "row". A row that cannot
+        be parsed is a ValueError saying why, kept in its place so validation reports it
+        with its number; a RagloopError refuses the whole path."""
+        raise NotImplementedError
+
+
 class TrainingMethod(Component):
     """Trains an adapter from a dataset of the shape `data_kind` ("pairs", "kto", "sft")."""
 

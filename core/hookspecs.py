@@ -52,6 +52,11 @@ def register_filters(register):
 
 
 @hookspec
+def register_row_formats(register):
+    """Register file formats for training rows: `register(RowFormatClass)`."""
+
+
+@hookspec
 def register_training_methods(register):
     """Register training methods (DPO, KTO, SFT, ...): `register(TrainingMethodClass)`."""
 

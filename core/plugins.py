@@ -38,6 +38,8 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.filters.agreement",
     "ragloop.plugins.filters.curriculum",
     "ragloop.plugins.filters.command",
+    "ragloop.plugins.formats.jsonl",
+    "ragloop.plugins.formats.hf",
     "ragloop.plugins.training.dpo",
     "ragloop.plugins.training.kto",
     "ragloop.plugins.training.orpo",

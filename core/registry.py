@@ -22,6 +22,7 @@ HOOKS = {
     "generator": "register_generators",
     "rater": "register_raters",
     "filter": "register_filters",
+    "row format": "register_row_formats",
     "training method": "register_training_methods",
     "training backend": "register_training_backends",
     "compressor": "register_compressors",
@@ -76,6 +77,7 @@ def get_reranker(name: str) -> type: return get("reranker", name)
 def get_generator(name: str) -> type: return get("generator", name)
 def get_rater(name: str) -> type: return get("rater", name)
 def get_filter(name: str) -> type: return get("filter", name)
+def get_row_format(name: str) -> type: return get("row format", name)
 def get_training_method(name: str) -> type: return get("training method", name)
 def get_training_backend(name: str) -> type: return get("training backend", name)
 def get_compressor(name: str) -> type: return get("compressor", name)

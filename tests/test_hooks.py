@@ -147,6 +147,18 @@ def test_hook_register_filters():
     assert_registers("filter", KeepAll, Plugin())
 
 
+def test_hook_register_row_formats():
+    class Lines(kinds.RowFormat):
+        name = "test-lines"
+
+    class Plugin:
+        @hookimpl
+        def register_row_formats(self, register):
+            register(Lines)
+
+    assert_registers("row format", Lines, Plugin())
+
+
 def test_hook_register_training_methods():
     class Nothing(kinds.TrainingMethod):
         name = "test-nothing"

@@ -32,6 +32,7 @@ CONTRACT = {
                   "checkpoint", "check", "save_merged"],
     "Rater": ["version", "default_rater_id", "check", "compare"],
     "Filter": ["applies_to", "apply"],
+    "RowFormat": ["noun", "writes_folder", "recognizes", "write", "dumps", "read"],
     "TrainingMethod": ["data_kind", "train"],
     "TrainingBackend": ["pick_device", "configure", "check", "run"],
     "Compressor": ["kind", "calibration_tokens", "check", "load_kwargs", "compress"],

@@ -7,10 +7,28 @@ from pathlib import Path
 
 import click
 
+from ragloop.core import registry
 from ragloop.core.cli.app import cli, pass_workspace
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.prefs import collect, dataset_hash
+from ragloop.core.pipeline.prefs_io import DEFAULT_FORMAT, check_out, row_format, write_rows
 from ragloop.core.rows import ROW_KINDS, ROW_NOUNS
+
+
+class RowFormatName(click.Choice):
+    """The names of the registered row formats, read when the option is used rather than
+    when this module is imported, so a plugin registered later (a test's) is offered too."""
+
+    def __init__(self):
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return tuple(registry.names("row format"))
+
+    @choices.setter
+    def choices(self, value):
+        pass        # click.Choice.__init__ sets it; the registry is the list
 
 
 @cli.group()
@@ -33,7 +51,7 @@ def stats(ws, as_json):
 
 
 @prefs.command()
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "hf"]), default="jsonl",
+@click.option("--format", "fmt", type=RowFormatName(), default=DEFAULT_FORMAT,
               show_default=True, help="JSON lines, or a folder for datasets.load_from_disk.")
 @click.option("--kind", type=click.Choice(ROW_KINDS), default="pairs", show_default=True,
               help="pairs: prompt/chosen/rejected; kto: prompt/completion/label; "
@@ -56,8 +74,8 @@ def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
     a tied vote drops it. Ties, both-bad and skips are not pairs. With --filter, the rows
     pass through the filter chain first; if it removes them all, nothing is written.
     """
-    if fmt == "hf" and out is None:
-        raise RagloopError("--format hf writes a folder: give it with --out")
+    fmt = row_format(fmt)
+    check_out(fmt, out)
     from ragloop.core.pipeline.filtering import build_chain, run_chain
     chain = build_chain(ws, filter_names, kind, options)
     built = collect(ws, kind, rater_id, min_agreement)
@@ -71,13 +89,10 @@ def export(ws, fmt, kind, min_agreement, rater_id, out, filter_names, options):
             raise RagloopError(f"no {noun} match {filters}; `ragloop prefs stats` lists raters")
         raise RagloopError(f"no {noun} yet; run `ragloop rate` first")
     rows, report = run_chain(chain, rows, kind)
-    from ragloop.core.pipeline.prefs_io import to_jsonl, write_hf, write_jsonl
     if out is None:
-        click.echo(to_jsonl(rows).decode(), nl=False)
-    elif fmt == "jsonl":
-        write_jsonl(rows, out)
+        click.echo(fmt.dumps(rows), nl=False)
     else:
-        write_hf(rows, out)
+        write_rows(fmt, rows, out)
     for reason, n in sorted(built.dropped.items()):
         click.echo(f"Note: {n} left out: {reason}.", err=True)
     for note in report.notes():

@@ -1,13 +1,17 @@
-"""Writing training rows (JSONL or a `datasets` folder) and importing them back.
+"""Writing training rows to a file or folder and importing them back, in the row formats
+that plugins register (`register_row_formats`; built-in: `jsonl`, and `hf`, a `datasets`
+folder).
 
-Export writes all or nothing: JSONL through a temp file and os.replace, a `datasets` folder
-saved into a temp folder and then swapped into place (`atomic_folder`). Import validates
-every row before it touches the database, then writes everything in one transaction: a bad
-row is reported with its line (or row) number and nothing is imported. Imported rows become
-questions (origin "import"), candidates and comparisons (chosen as a, rejected as b) or
-scores (KTO True -> 5, False -> 1; SFT -> 5), by rater "import", so that exporting them
-again gives the same rows. Questions and candidates already present are reused, so
-importing a file twice adds no rows to export.
+Export writes all or nothing, through the format's `write` (a temp file or folder swapped
+into place); the checks on --out that every format needs are made here first. Import reads
+a path with the first format that recognizes it (a regular file none recognizes is read as
+JSONL, which says what is wrong with it), validates every row before it touches the
+database, then writes everything in one transaction: a bad row is reported with its line
+(or row) number and nothing is imported. Imported rows become questions (origin "import"),
+candidates and comparisons (chosen as a, rejected as b) or scores (KTO True -> 5, False ->
+1; SFT -> 5), by rater "import", so that exporting them again gives the same rows.
+Questions and candidates already present are reused, so importing a file twice adds no rows
+to export.
 """
 
 from __future__ import annotations
@@ -15,80 +19,80 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ragloop.core import registry
+from ragloop.core.components import RowFormat
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
 from ragloop.core.pipeline.prefs import IMPORT_RATER, question_hash
 from ragloop.core.rows import ROW_FIELDS, row_kind
-from ragloop.core.workspace import atomic_folder, atomic_write_bytes, utcnow, write_transaction
+from ragloop.core.workspace import utcnow, write_transaction
+
+# What export writes without --format, and how import reads a file no format recognizes.
+DEFAULT_FORMAT = "jsonl"
 
 
-def to_jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+def row_formats() -> list[RowFormat]:
+    """Every registered row format, built, in registration order (built-ins first)."""
+    return [entry.cls() for entry in registry.entries("row format").values()]
 
 
-def _require_parent(out: Path) -> None:
+def row_format(name: str) -> RowFormat:
+    return registry.get_row_format(name)()
+
+
+def _either(phrases: list[str]) -> str:
+    return " or ".join(filter(None, [", ".join(phrases[:-1]), phrases[-1]]))
+
+
+# ---- export -------------------------------------------------------------------------------
+
+def check_out(fmt: RowFormat, out: Path | None) -> None:
+    """Refuse, before any work, a format that writes a folder without --out."""
+    if out is None and fmt.writes_folder:
+        raise RagloopError(f"--format {fmt.name} writes a folder: give it with --out")
+
+
+def write_rows(fmt: RowFormat, rows: list[dict], out: Path) -> None:
+    """Write `rows` to `out` in `fmt`, all or nothing. A folder format replaces only an empty
+    folder or one in its own format; a file format never writes over a folder."""
+    if fmt.writes_folder:
+        replaceable = out.is_dir() and (fmt.recognizes(out) or not any(out.iterdir()))
+        if out.exists() and not replaceable:
+            raise RagloopError(f"{out} exists and is not {fmt.noun}; choose another --out")
+    elif out.is_dir():
+        raise RagloopError(f"{out} is a folder; give a file path with --out")
     if not out.parent.is_dir():
         raise RagloopError(f"the folder {out.parent} does not exist; "
                            f"create it or choose another --out")
-
-
-def write_jsonl(rows: list[dict], out: Path) -> None:
-    if out.is_dir():
-        raise RagloopError(f"{out} is a folder; give a file path with --out")
-    _require_parent(out)
-    atomic_write_bytes(out, to_jsonl(rows))
-
-
-def _is_dataset_folder(path: Path) -> bool:
-    return (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-
-
-def write_hf(rows: list[dict], out: Path) -> None:
-    replaceable = out.is_dir() and (_is_dataset_folder(out) or not any(out.iterdir()))
-    if out.exists() and not replaceable:
-        raise RagloopError(f"{out} exists and is not a datasets folder; choose another --out")
-    _require_parent(out)
-    from datasets import Dataset
-    from datasets.utils.logging import disable_progress_bar
-    disable_progress_bar()
-    with atomic_folder(out) as tmp:
-        Dataset.from_list(rows).save_to_disk(str(tmp))
+    fmt.write(rows, out)
 
 
 # ---- import -------------------------------------------------------------------------------
 
 def read_rows(path: Path) -> tuple[list[tuple[int, object]], str]:
-    """(number, parsed row) pairs and the word for a number ("line" or "row"); a JSON error
-    is kept as the row so validation reports it in order."""
+    """(number, parsed row) pairs and the word for a number ("line" or "row"), read by the
+    format that recognizes `path`; a row that cannot be parsed is kept as a ValueError so
+    validation reports it in order."""
+    formats = row_formats()
+    folders = [f for f in formats if f.writes_folder]
     if path.is_dir():
-        if not _is_dataset_folder(path):
-            raise RagloopError(f"{path} is a folder but not a datasets folder saved by "
-                               f"`ragloop prefs export --format hf`")
-        from datasets import DatasetDict, load_from_disk
-        ds = load_from_disk(str(path))
-        if isinstance(ds, DatasetDict):
-            if len(ds) != 1:
-                raise RagloopError(f"{path} holds splits {', '.join(ds)}; import one split")
-            ds = next(iter(ds.values()))
-        return list(enumerate(ds.to_list(), 1)), "row"
+        found = next((f for f in formats if f.recognizes(path)), None)
+        if found is None:
+            if not folders:
+                raise RagloopError(f"{path} is a folder; give "
+                                   f"{_either([f.noun for f in formats])}")
+            raise RagloopError(f"{path} is a folder but not " + _either(
+                [f"{f.noun} saved by `ragloop prefs export --format {f.name}`" for f in folders]))
+        return found.read(path)
     if not path.exists():
         raise RagloopError(f"no such file: {path}")
     if not path.is_file():      # a FIFO or device would block or never end
+        wanted = [f.noun for f in formats if not f.writes_folder] + [
+            f"a folder written by `prefs export --format {f.name}`" for f in folders]
         raise RagloopError(f"{path} is not a regular file (a FIFO, socket or device?); "
-                           f"give a JSONL file or a folder written by `prefs export --format hf`")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise RagloopError(f"{path} is not UTF-8 text; expected JSONL")
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            rows.append((number, ValueError(f"not JSON ({exc.msg})")))
-    return rows, "line"
+                           f"give {_either(wanted)}")
+    found = next((f for f in formats if not f.writes_folder and f.recognizes(path)), None)
+    return (found or row_format(DEFAULT_FORMAT)).read(path)
 
 
 def _problem(row, kind: str | None) -> str | None:

@@ -1,11 +1,12 @@
 """Training rows for `ragloop train`: where they come from, their shape, the held-out split,
 and the lineage (dataset hash and rating ids) that the run and the adapter record.
 
-Rows come from the workspace's ratings (`prefs.build_rows`) or from a file in the export
-formats (`--data`, read with `prefs_io`). Shapes are the row kinds of `core.rows`: "pairs"
-(prompt/chosen/rejected), "kto" (prompt/completion/label) and "sft" (prompt/completion).
-Pairs can feed the other two shapes (chosen -> True / rejected -> False for kto, chosen
-answers for sft); kto and sft rows cannot become pairs.
+Rows come from the workspace's ratings (`prefs.build_rows`) or from a file or folder in a
+row format (`--data`, read by the format plugin that recognizes it: `prefs_io.read_rows`).
+Shapes are the row kinds of `core.rows`: "pairs" (prompt/chosen/rejected), "kto"
+(prompt/completion/label) and "sft" (prompt/completion). Pairs can feed the other two
+shapes (chosen -> True / rejected -> False for kto, chosen answers for sft); kto and sft rows
+cannot become pairs.
 """
 
 from __future__ import annotations
