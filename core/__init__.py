@@ -13,52 +13,45 @@ __version__ = "0.1.0"
 
 no_call_home()      # before any library that could call home is imported
 
-# public name -> module that defines it (relative to ragloop.core)
-_EXPORTS = {
-    # hooks (plugins implement them with @hookimpl)
-    "hookimpl": "hookspecs", "hookspec": "hookspecs",
+# module (relative to ragloop.core; None: the module itself) -> the public names it defines
+_PUBLIC = {
+    # hooks (plugins implement them with @hookimpl) and the component registries
+    "hookspecs": ("hookimpl", "hookspec"),
+    None: ("registry", "cli"),      # cli.cli is the `ragloop` group, e.g. for CliRunner tests
     # base classes: what core calls on each kind of component
-    **{name: "components" for name in (
+    "components": (
         "Component", "NoOptions", "Document", "SkipFile", "Loader", "Chunk", "Chunker",
         "Embedder", "Store", "Reranker", "Generator", "Comparison", "Verdict", "StopRating",
         "Rater", "FilterResult", "Filter", "TrainingMethod", "TrainingBackend", "Compressor",
-        "Distiller", "Evaluator")},
-    "RowFormat": "components",
-    "RagloopError": "errors",
+        "Distiller", "Evaluator", "RowFormat"),
+    "errors": ("RagloopError",),
     # the workspace and safe writes
-    "Workspace": "workspace", "atomic_write_bytes": "workspace", "utcnow": "workspace",
-    "atomic_folder": "workspace", "replace_folder": "workspace",
-    "write_transaction": "workspace",
+    "workspace": ("Workspace", "atomic_write_bytes", "atomic_folder", "replace_folder",
+                  "write_transaction", "utcnow"),
     # the record schema: documents and training rows (pairs, kto, sft)
-    **{name: "rows" for name in (
-        "RECORD_KINDS", "ROW_KINDS", "ROW_FIELDS", "TEXT_FIELDS", "ANSWER_FIELDS", "ROW_NOUNS",
-        "row_kind", "record_kind", "joined", "noun", "describe")},
-    # options (-o key=value) and the component registries
-    "build_config": "config", "option_help": "config", "registry": None,
-    "quiet_library_logs": "quiet",
+    "rows": ("RECORD_KINDS", "ROW_KINDS", "ROW_FIELDS", "TEXT_FIELDS", "ANSWER_FIELDS",
+             "ROW_NOUNS", "row_kind", "record_kind", "joined", "noun", "describe"),
+    # options (-o key=value)
+    "config": ("build_config", "option_help"),
+    "quiet": ("quiet_library_logs",),
     # the pipeline services a plugin may call
-    "Searcher": "pipeline.search",
-    "read_questions": "pipeline.rating_questions",
-    "DEFAULT_GENERATOR": "pipeline.ask", "load_generator": "pipeline.ask",
-    "prepare": "pipeline.ask", "resolve_adapter": "pipeline.ask",
-    "METADATA": "pipeline.adapters", "find_adapter": "pipeline.adapters",
-    "get_adapter": "pipeline.adapters", "read_metadata": "pipeline.adapters",
-    "check_base": "pipeline.adapters", "require_lora": "pipeline.adapters",
-    "write_folder": "pipeline.adapters",
-    "latest_votes": "pipeline.prefs", "majority": "pipeline.prefs",
-    "TrainSettings": "pipeline.training", "TrainingJob": "pipeline.training",
-    "prepare_training": "pipeline.training", "run_training": "pipeline.training",
-    "TrainingData": "pipeline.training_data", "select": "pipeline.training_data",
-    "read_record": "pipeline.training_runs", "read_rows": "pipeline.training_runs",
-    "all_of": "pipeline.filtering", "build_chain": "pipeline.filtering",
-    "run_chain": "pipeline.filtering", "build_rows": "pipeline.prefs",
-    "Indexer": "pipeline.ingest", "indexed_documents": "pipeline.ingest",
+    "pipeline.search": ("Searcher",),
+    "pipeline.ingest": ("Indexer", "indexed_documents"),
+    "pipeline.ask": ("DEFAULT_GENERATOR", "load_generator", "prepare", "resolve_adapter"),
+    "pipeline.rating_questions": ("read_questions",),
+    "pipeline.prefs": ("latest_votes", "majority", "build_rows"),
+    "pipeline.filtering": ("all_of", "build_chain", "run_chain"),
+    "pipeline.adapters": ("METADATA", "find_adapter", "get_adapter", "read_metadata",
+                          "check_base", "require_lora", "write_folder"),
+    "pipeline.training": ("TrainSettings", "TrainingJob", "prepare_training", "run_training"),
+    "pipeline.training_data": ("TrainingData", "select"),
+    "pipeline.training_runs": ("read_record", "read_rows"),
     # for plugins that add commands (register_commands)
-    "options_option": "cli.app", "pass_workspace": "cli.app",
-    "progress_bar": "cli.progress", "status": "cli.progress", "stderr": "cli.progress",
-    "run_reported": "cli.train_cmd",
-    "cli": None,    # the command line; cli.cli is the `ragloop` group, e.g. for CliRunner tests
+    "cli.app": ("options_option", "pass_workspace"),
+    "cli.progress": ("progress_bar", "status", "stderr"),
+    "cli.train_cmd": ("run_reported",),
 }
+_EXPORTS = {name: module for module, names in _PUBLIC.items() for name in names}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -67,7 +60,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ragloop.core' has no attribute {name!r}")
     module = _EXPORTS[name]
-    if module is None:      # a whole kernel module, e.g. `registry`
+    if module is None:      # a whole module, e.g. `registry`
         return import_module(f"ragloop.core.{name}")
     value = getattr(import_module(f"ragloop.core.{module}"), name)
     globals()[name] = value

@@ -110,14 +110,16 @@ def imports(source: Source) -> list[Import]:
 
 
 def public_api() -> dict[str, str | None]:
-    """`_EXPORTS` of core/__init__.py (public name -> defining module), read without importing."""
+    """`_EXPORTS` of core/__init__.py (public name -> defining module), read without
+    importing: the table assignments (`_PUBLIC`, `_EXPORTS`) are run on their own."""
     tree = ast.parse((ROOT / "core" / "__init__.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets):
-            code = compile(ast.Expression(node.value), "core/__init__.py", "eval")
-            return {"__version__": "", **eval(code, {"__builtins__": {}})}
-    raise AssertionError("core/__init__.py has no _EXPORTS table")
+    tables = [node for node in tree.body if isinstance(node, ast.Assign) and any(
+        isinstance(t, ast.Name) and t.id in ("_PUBLIC", "_EXPORTS") for t in node.targets)]
+    namespace: dict = {"__builtins__": {}}
+    exec(compile(ast.Module(tables, type_ignores=[]), "core/__init__.py", "exec"), namespace)
+    if "_EXPORTS" not in namespace:
+        raise AssertionError("core/__init__.py has no _EXPORTS table")
+    return {"__version__": "", **namespace["_EXPORTS"]}
 
 
 def within(module: str, package: str) -> bool:
