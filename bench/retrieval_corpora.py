@@ -359,29 +359,30 @@ def parse_qa(text: str) -> list[FaqEntry]:
     return entries
 
 
+def _entries_at(lines: list[str], heads: list[int], skip: int) -> list[FaqEntry]:
+    """One entry per question line in `heads`: its answer starts `skip` lines below it
+    (past an underline, if any) and runs to the next question."""
+    entries = []
+    for n, i in enumerate(heads):
+        stop = heads[n + 1] if n + 1 < len(heads) else len(lines)
+        entries.append(FaqEntry(str(n + 1), [" ".join(lines[i].split())],
+                                _tidy(lines[i + skip:stop])))
+    return entries
+
+
 def parse_setext(text: str) -> list[FaqEntry]:
     """Questions underlined with `===`; the answer runs to the next one."""
     lines = text.splitlines()
     heads = [i for i in range(len(lines) - 1) if lines[i].strip()
              and re.fullmatch(r"=+", lines[i + 1].strip() or "x")]
-    entries = []
-    for n, i in enumerate(heads):
-        stop = heads[n + 1] if n + 1 < len(heads) else len(lines)
-        entries.append(FaqEntry(str(n + 1), [" ".join(lines[i].split())],
-                                _tidy(lines[i + 2:stop])))
-    return entries
+    return _entries_at(lines, heads, skip=2)
 
 
 def parse_outdented(text: str) -> list[FaqEntry]:
     """Questions at column 0, answers indented under them."""
     lines = text.splitlines()
     heads = [i for i, line in enumerate(lines) if line.strip() and not line[0].isspace()]
-    entries = []
-    for n, i in enumerate(heads):
-        stop = heads[n + 1] if n + 1 < len(heads) else len(lines)
-        entries.append(FaqEntry(str(n + 1), [" ".join(lines[i].split())],
-                                _tidy(lines[i + 1:stop])))
-    return entries
+    return _entries_at(lines, heads, skip=1)
 
 
 def parse_stars(text: str) -> list[FaqEntry]:
