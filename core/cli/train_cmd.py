@@ -138,6 +138,17 @@ def _configure_backend(ws, job, params) -> None:
     backend.check(job)
 
 
+def _refuse_parallel_compress(compress: str, params: dict) -> None:
+    """QLoRA here is one process on one GPU: the quantized base is placed on this process's
+    device as it loads, which sharding and several processes would each have to redo."""
+    flags = [f"--processes {params['processes']}"] if params["processes"] > 1 else []
+    flags += [f"--{name}" for name in ("fsdp", "offload") if params[name]]
+    flags += [f"--zero {params['zero']}"] if params["zero"] else []
+    if flags:
+        raise RagloopError(f"--compress {compress} trains on one GPU in one process; drop "
+                           f"{', '.join(flags)}")
+
+
 def run_reported(label: str, run, as_json: bool):
     """Run `run(progress_bar)` (a training or distillation run) under a progress bar. With
     --json print the result and return None; else return (result, seconds, loss summary)."""
@@ -180,6 +191,9 @@ def run_reported(label: str, run, as_json: bool):
 @click.option("--lora-r", type=click.IntRange(1), default=8, show_default=True,
               help="LoRA rank (alpha = 2r).")
 @click.option("--full", is_flag=True, help="Train every weight instead of a LoRA adapter.")
+@click.option("--compress", metavar="NAME", help="Load the base quantized by this compressor "
+              "and train LoRA on it (QLoRA): bnb-nf4 or bnb-int8; needs CUDA and "
+              "bitsandbytes, one GPU, the local backend (see docs/training.md).")
 @click.option("--eval-split", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Share of rows held out for evaluation.")
 @click.option("--early-stopping", type=click.IntRange(1), metavar="N", help="Stop after N "
@@ -225,19 +239,24 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     given = {k for k in params if ctx.get_parameter_source(k) not in
              (ParameterSource.DEFAULT, None)}
     settings = {SETTINGS[k]: params[k] for k in SETTINGS}
+    compress = params.pop("compress")
+    if compress:
+        _refuse_parallel_compress(compress, params)
     if resume:
         if (options or params["data"] or params["rater"] or params["name"]
                 or params["min_agreement"] is not None or params["filters"]):
             raise RagloopError("--resume continues a run with its own rows, options and name; "
                                "drop -o, --data, --rater, --min-agreement, --filter and --name")
         job = prepare_resume(ws, resume, method=params["method"], model=params["model"],
-                             overrides={SETTINGS[k]: params[k] for k in given if k in SETTINGS})
+                             overrides={SETTINGS[k]: params[k] for k in given if k in SETTINGS},
+                             compress=compress)
     else:
         job = prepare_training(
             ws, method=params["method"], backend=params["backend"], options=options,
             settings=TrainSettings(**settings), data=params["data"], rater=params["rater"],
             min_agreement=params["min_agreement"], name=params["name"], model=params["model"],
-            filters=params["filters"], filter_options=params["filter_options"])
+            filters=params["filters"], filter_options=params["filter_options"],
+            compress=compress)
     _configure_backend(ws, job, params)
     for note in job.notes:
         stderr.print(f"Note: {note}.")

@@ -6,6 +6,13 @@
     result = run_training(ws, job, listeners=())       # -> TrainResult
     result = train(ws, **prepare_training kwargs)        # both at once
 
+With `compress` (a bitsandbytes compressor, `--compress bnb-nf4`), the method trains a LoRA
+adapter on the base loaded quantized (QLoRA): `job.compress` names the compressor, and the
+method loads the base with its `load_kwargs`. Only compressors that quantize as the model
+loads can do that, only for LoRA (not `--full`), only with the local backend, and only
+methods whose class sets `trains_quantized = True`; without CUDA the compressor's own
+`check(device)` refuses before anything is written.
+
 `prepare_*` only reads and checks (bad input is a RagloopError before anything is
 written); `run_training` creates the run folder <ws>/runs/<run id>/ (run.json, the exact
 rows in train.jsonl/eval.jsonl, the trainer's checkpoints/, loss.png), has the backend run
@@ -28,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ragloop.core import registry
+from ragloop.core.components import Compressor
 from ragloop.core.config import build_config, parse_pairs
 from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
@@ -54,6 +62,7 @@ from ragloop.core.rows import ROW_KINDS, ROW_NOUNS
 DEFAULT_BACKEND = "local"
 DEFAULT_LEARNING_RATE = 5e-5     # LoRA-sized; a method may set `default_learning_rate`
 CORE_OPTIONS = ("model",)        # -o keys `train` itself takes; the rest go to the method
+QUANTIZED_BACKEND = "local"      # QLoRA runs in one process on one GPU
 
 
 @dataclass
@@ -102,6 +111,7 @@ class TrainingJob:
     resume_from: str | None = None   # a checkpoint folder
     model: str | None = None         # the model asked for; None: the generator's default
     parallel: Any = None             # set by the backend's configure(); None: one process
+    compress: str | None = None      # compressor the base loads quantized with (QLoRA)
     adapter_saved: bool = False      # resumed run whose adapter was saved: finish the record
     listeners: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -161,6 +171,45 @@ def method_options(cls, pairs) -> tuple[Any, dict]:
     return config, core
 
 
+def _trains(cls) -> bool:
+    """Whether a compressor can carry a LoRA run: it quantizes as `from_pretrained` loads
+    (its own `load_kwargs`, as bitsandbytes does), which is what PEFT's k-bit training
+    prepares; one that changes an already loaded model (torchao, pruning) cannot."""
+    return cls.kind == "quantize" and cls.load_kwargs is not Compressor.load_kwargs
+
+
+def training_compressors() -> list[str]:
+    """Names of the compressors `train --compress` accepts."""
+    return [n for n in registry.names("compressor") if _trains(registry.get_compressor(n))]
+
+
+def check_compress(ws, compress: str, backend: str, full: bool, device: str) -> None:
+    """Refuse a `--compress` that cannot train here, cheapest reason first; the last is the
+    compressor's own `check(device)` (no CUDA), which runs before bitsandbytes is imported."""
+    cls = registry.get_compressor(compress)
+    accepted = training_compressors()
+    if compress not in accepted:
+        raise RagloopError(f"--compress {compress} cannot train: LoRA on a quantized base needs "
+                           f"a compressor that quantizes as the model loads; use one of: "
+                           f"{', '.join(accepted) or 'none installed'}")
+    if full:
+        raise RagloopError(f"a base quantized with --compress {compress} cannot be fully "
+                           f"trained; drop --full to train a LoRA adapter on it (QLoRA)")
+    if backend != QUANTIZED_BACKEND:
+        raise RagloopError(f"--compress trains on one GPU with the {QUANTIZED_BACKEND} backend, "
+                           f"not {backend}; drop --backend {backend}")
+    cls(build_config(cls.Config, (), compress), workspace=ws).check(device)
+
+
+def _check_method_compress(cls, compress: str) -> None:
+    if getattr(cls, "trains_quantized", False):
+        return
+    able = [n for n in registry.names("training method")
+            if getattr(registry.get_training_method(n), "trains_quantized", False)]
+    raise RagloopError(f"method {cls.name} cannot train on a quantized base (--compress "
+                       f"{compress}); methods that can: {', '.join(able) or 'none installed'}")
+
+
 def _free_name(ws, name: str | None, method: str) -> str:
     if name:
         check_name(name)
@@ -180,13 +229,19 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
                      options=(), settings: TrainSettings | None = None, data=None,
                      rater: str | None = None, min_agreement: float | None = None,
                      name: str | None = None, model: str | None = None, filters=(),
-                     filter_options=()) -> TrainingJob:
+                     filter_options=(), compress: str | None = None) -> TrainingJob:
     """Check everything and choose the rows; writes nothing. `filters` (names of filter
     plugins, with `NAME.key=value` options) run over the rows before the held-out split, so
-    the dataset hash and lineage describe what is actually trained on."""
+    the dataset hash and lineage describe what is actually trained on. `compress` trains
+    LoRA on the base loaded quantized by that compressor (see the module docstring)."""
     settings = settings or TrainSettings()
     runner = registry.get_training_backend(backend)(workspace=ws)
+    device, precision = runner.pick_device()
+    if compress:
+        check_compress(ws, compress, backend, settings.full, device)
     cls = registry.get_training_method(method) if method else None
+    if cls is not None and compress:
+        _check_method_compress(cls, compress)
     if cls is not None and cls.data_kind not in ROW_KINDS:
         raise RagloopError(f"method {cls.name} trains on {cls.data_kind!r} data, which "
                            f"`ragloop train` cannot provide")
@@ -197,6 +252,8 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
         cls = registry.get_training_method(DEFAULT_METHOD[chosen.kind])
         config, _ = method_options(cls, options)
         chosen.notes.append(f"training {cls.name}: the data holds {ROW_NOUNS[chosen.kind]}")
+        if compress:
+            _check_method_compress(cls, compress)
     if filters:
         from ragloop.core.pipeline.filtering import apply_chain
         chosen.rows, report = apply_chain(ws, list(filters), chosen.rows, chosen.kind,
@@ -207,11 +264,10 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
         settings.learning_rate = getattr(cls, "default_learning_rate", DEFAULT_LEARNING_RATE)
     name = _free_name(ws, name, cls.name)
     checkpoint, model_id = resolve_base(ws, model)
-    device, precision = runner.pick_device()
     run_id = new_id()
     job = TrainingJob(run_id, name, cls.name, backend, config, settings, checkpoint, model_id,
                       chosen, Path(ws.runs_dir) / run_id, device, precision, model=model,
-                      notes=list(chosen.notes))
+                      compress=compress or None, notes=list(chosen.notes))
     if device == "cpu":
         job.notes.append("training on CPU in fp32 (bf16 is emulated on this CPU, many times slower)")
     check = getattr(cls(config, workspace=ws), "check", None)
@@ -221,9 +277,11 @@ def prepare_training(ws, *, method: str | None = None, backend: str = DEFAULT_BA
 
 
 def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
-                   model: str | None = None, overrides: dict | None = None) -> TrainingJob:
+                   model: str | None = None, overrides: dict | None = None,
+                   compress: str | None = None) -> TrainingJob:
     """A job that continues an interrupted run from its latest checkpoint, with the run's
-    own rows, settings and options. A different method, base model or setting is refused."""
+    own rows, settings, options and --compress. A different method, base model, setting or
+    --compress is refused."""
     run_dir = find_run(ws, run)
     record = mark_killed(run_dir)
     rid = record["id"]
@@ -245,6 +303,11 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
         if record["settings"].get(key) != value:
             raise RagloopError(f"run {rid} was started with {key}={record['settings'].get(key)}, "
                                f"not {value}; --resume keeps a run's settings")
+    recorded = record.get("compress")
+    if compress and compress != recorded:
+        was = f"--compress {recorded}" if recorded else "no --compress"
+        raise RagloopError(f"run {rid} was trained with {was}; --resume keeps it, so drop "
+                           f"--compress {compress}")
     name = record["name"]
     saved = Path(ws.adapters_dir) / name
     if saved.exists() and read_metadata(saved).get("run_id") != rid:
@@ -266,10 +329,12 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
     data.rows = read_rows(run_dir / "rows.jsonl")
     backend = record.get("backend", DEFAULT_BACKEND)
     device, precision = registry.get_training_backend(backend)(workspace=ws).pick_device()
+    if recorded and not saved.exists():
+        check_compress(ws, recorded, backend, settings.full, device)
     job = TrainingJob(rid, name, record["method"], backend, config, settings, base_model,
                       model_id, data, run_dir, device, precision,
                       resume_from=str(checkpoint) if checkpoint else None, model=asked,
-                      adapter_saved=saved.exists())
+                      adapter_saved=saved.exists(), compress=recorded)
     if job.adapter_saved:
         # Stopped between saving its adapter and recording that: nothing is left to train.
         job.notes.append(f"run {rid} had already saved adapter {name!r}; finishing its record")

@@ -181,7 +181,8 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0]}
-    for dist in ("ragloop", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
+    for dist in ("ragloop", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
+                 "bitsandbytes"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -250,7 +251,7 @@ def _record(job, **extra) -> dict:
             "settings": asdict(job.settings), "seed": job.settings.seed,
             "model": job.model, "base_model": job.base_model, "base_model_id": job.base_model_id,
             "device": job.device, "precision": job.precision, "data": job.data.lineage(),
-            "versions": versions(), **extra}
+            "compress": job.compress, "versions": versions(), **extra}
 
 
 def run_training(ws, job, listeners=()) -> TrainResult:
@@ -305,7 +306,8 @@ def run_training(ws, job, listeners=()) -> TrainResult:
             "model": job.model, "base_model": job.base_model, "base_model_id": job.base_model_id,
             "run_id": job.run_id, "run_dir": str(job.run_dir),
             "dataset_hash": lineage["dataset_hash"], "lineage": lineage, "metrics": metrics,
-            "settings": asdict(job.settings), "options": record["options"]}
+            "settings": asdict(job.settings), "options": record["options"],
+            "compress": job.compress}
     try:
         adapter_dir = save_adapter(ws, job.name, lambda tmp: shutil.copytree(
             job.save_dir, tmp, dirs_exist_ok=True), meta)

@@ -7,6 +7,10 @@ own arguments in `method_args(job)`. Methods that build their trainer themselves
 parts: `load_tokenizer`, `training_args(job)`, `lora_config(job)`, `progress_callback(job)`
 and `prepare_dataset(method, dataset, tokenizer)`. Rows reach TRL as plain strings (the
 prompt is the rendered chat prompt), so no trainer applies the chat template again.
+
+With `job.compress` (`train --compress bnb-nf4`) `load_base` loads the base quantized by
+that compressor on this process's GPU and prepares it for k-bit training (QLoRA); the
+methods that train through `run` say so with `trains_quantized`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from ragloop.core import ROW_NOUNS as NOUNS
 from ragloop.core import RagloopError, TrainingMethod
 from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
+from ragloop.plugins.hf.compressed import load_compressor
 from ragloop.plugins.hf.loader import load_causal_lm
 
 
@@ -67,6 +72,15 @@ class TrlMethod(TrainingMethod):
     # The trainer tokenizes with the tokenizer's special tokens; the rendered prompt already
     # starts with any BOS, so it is stripped from the text to avoid a doubled one.
     strips_bos = True
+    # Whether `train --compress` may load the base quantized for this method: true for the
+    # methods that train through `run` (which loads it), false for one that builds its own
+    # trainer, unless that class says otherwise.
+    trains_quantized = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "trains_quantized" not in cls.__dict__:
+            cls.trains_quantized = cls.train is TrlMethod.train
 
     def trl_classes(self):
         """(TRL config class, TRL trainer class)."""
@@ -264,6 +278,34 @@ def _load_finished(trainer, checkpoint: str) -> None:
         trainer._load_from_checkpoint(checkpoint)
 
 
+def load_base(job):
+    """The model the trainer starts from: float32, left where it loads (the trainer places
+    it, and DeepSpeed shards it); with `job.compress`, quantized as it loads onto this
+    process's GPU and prepared for k-bit training (frozen base, norms and head in float32,
+    gradient checkpointing when asked), for TRL to put the LoRA layers on."""
+    if not job.compress:
+        return load_causal_lm(job.base_model, dtype="float32", device=None)
+    import torch
+    compressor = load_compressor(job.compress)
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else job.device
+    kwargs = compressor.load_kwargs(device)       # check(device) first: one line without CUDA
+    # The weights that stay unquantized load in bf16 (QLoRA's recipe), then go to float32 in
+    # prepare_model_for_kbit_training; fp32 GPUs load them as float32 directly.
+    dtype = "bfloat16" if job.precision == "bf16" else "float32"
+    try:
+        model = load_causal_lm(job.base_model, dtype=dtype, device=None, **kwargs)
+    except (ImportError, RuntimeError, ValueError) as exc:
+        raise RagloopError(f"cannot load {job.base_model} with --compress {job.compress} "
+                           f"({short_error(exc, 300)})") from None
+    from peft import prepare_model_for_kbit_training
+    checkpointing = job.options.gradient_checkpointing
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None)
+    job.notes.append(f"base {compressor.summary}; training LoRA on it (QLoRA)")
+    return model
+
+
 def run(method: TrlMethod, job) -> dict:
     quiet_transformers()                      # torchao and torch's notes about it included
     logging.getLogger("trl").setLevel(logging.ERROR)
@@ -278,8 +320,7 @@ def run(method: TrlMethod, job) -> dict:
             config_cls, trainer_cls = method.trl_classes()
             tokenizer = load_tokenizer(job.base_model)
             args = config_cls(**training_args(job), **method.method_args(job))
-            # float32, left where it loads: the trainer places it (and DeepSpeed shards it).
-            model = load_causal_lm(job.base_model, dtype="float32", device=None)
+            model = load_base(job)
             callbacks = [progress_callback(job)]
             if job.settings.early_stopping is not None:
                 callbacks.append(EarlyStoppingCallback(job.settings.early_stopping))
