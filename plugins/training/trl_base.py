@@ -302,7 +302,8 @@ def load_base(job):
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None)
-    job.notes.append(f"base {compressor.summary}; training LoRA on it (QLoRA)")
+    how = f" ({compressor.summary})" if compressor.summary else ""
+    job.notes.append(f"base loaded with --compress {job.compress}{how}; LoRA trains on it (QLoRA)")
     return model
 
 
