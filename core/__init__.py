@@ -38,6 +38,8 @@ _PUBLIC = {
     "pipeline.search": ("Searcher",),
     "pipeline.ingest": ("Indexer", "indexed_documents"),
     "pipeline.ask": ("DEFAULT_GENERATOR", "load_generator", "prepare", "resolve_adapter"),
+    # the Python API: a workspace kept open, its models loaded once (docs/python-api.md)
+    "pipeline.session": ("Ragloop", "answer_sources"),
     "pipeline.rating_questions": ("read_questions",),
     "pipeline.prefs": ("latest_votes", "majority", "build_rows"),
     "pipeline.filtering": ("all_of", "build_chain", "run_chain"),

@@ -17,6 +17,7 @@ from ragloop.core.pipeline.ask import (
     resolve_adapter,
 )
 from ragloop.core.pipeline.search import MODES, Searcher
+from ragloop.core.pipeline.session import answer_sources
 
 
 @cli.command()
@@ -64,8 +65,7 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
         if stream:
             click.echo(piece, nl=False)
     ask_id = log_ask(ws, answer, model, generator, adapter_path, searcher.index.version)
-    sources = [{"n": i, "source": h.source, "heading": h.heading, "chunk_id": h.chunk_id,
-                "score": h.score} for i, h in enumerate(answer.prompt.passages, 1)]
+    sources = answer_sources(answer)
     if as_json:
         click.echo(json.dumps({"id": ask_id, "question": question, "answer": answer.text,
                                "sources": sources, "model_id": model.model_id,
