@@ -13,6 +13,7 @@ from ragloop.core.config import split_prefixed
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.ingest import Indexer, discover, documents_under
 from ragloop.core.pipeline.search import FUSIONS, MODES, Searcher, display_path
+from ragloop.core.pipeline.sections import EXPANSIONS
 from ragloop.core.pipeline.vector_index import VectorIndex
 
 PARTS = ("chunker", "embedder", "store")
@@ -177,13 +178,16 @@ def remove(ws, paths):
 @click.option("--rerank", metavar="NAME", help="Reranker plugin to reorder results (off by default).")
 @click.option("--rerank-option", "rerank_options", multiple=True, metavar="KEY=VALUE",
               help="Option for the reranker, repeatable.")
+@click.option("--expand", type=click.Choice(EXPANSIONS), default="chunk", show_default=True,
+              help="section: return the section around each matched chunk (up to ~4,000 "
+                   "characters), one hit per section.")
 @click.option("-o", "--option", "options", multiple=True, metavar="embedder.KEY=VALUE",
               help="Embedder option over the index's recorded ones, repeatable: "
                    "-o embedder.trust_remote_code=true (never recorded) or "
                    "-o embedder.device=cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Output JSON.")
 @pass_workspace
-def search(ws, query, k, mode, where, fusion, rerank, rerank_options, options, as_json):
+def search(ws, query, k, mode, where, fusion, rerank, rerank_options, expand, options, as_json):
     """Search indexed passages (hybrid, dense or BM25).
 
     Shows each passage's source path, line range and score.
@@ -191,7 +195,8 @@ def search(ws, query, k, mode, where, fusion, rerank, rerank_options, options, a
     given = split_prefixed(options, ("embedder",))["embedder"]
     index = VectorIndex(ws, embedder_options=given) if given else None
     hits = Searcher(ws, index).search(query, k=k, mode=mode, where=where, fusion=fusion,
-                                      rerank=rerank, rerank_options=rerank_options)
+                                      rerank=rerank, rerank_options=rerank_options,
+                                      expand=expand)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2))
         return

@@ -17,6 +17,7 @@ from pathlib import Path
 from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
+from ragloop.core.pipeline.sections import EXPANSIONS, expand_to_sections
 from ragloop.core.pipeline.vector_index import VectorIndex, embed_text
 
 MODES = ("hybrid", "dense", "bm25")
@@ -112,11 +113,14 @@ class Searcher:
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", where=(),
                fusion: str = "weighted", weight: float = 0.5, rerank: str | None = None,
-               rerank_options=()) -> list[Hit]:
+               rerank_options=(), expand: str = "chunk") -> list[Hit]:
         if mode not in MODES:
             raise RagloopError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
         if fusion not in FUSIONS:
             raise RagloopError(f"unknown fusion {fusion!r}; fusions: {', '.join(FUSIONS)}")
+        if expand not in EXPANSIONS:
+            raise RagloopError(f"unknown expansion {expand!r}; use one of: "
+                               f"{', '.join(EXPANSIONS)}")
         if k < 1:
             raise RagloopError("-k must be at least 1")
         if not query.strip():
@@ -136,6 +140,8 @@ class Searcher:
             cls = registry.get_reranker(rerank)
             config = build_config(cls.Config, rerank_options, rerank)
             hits = cls(config, workspace=self.ws).rerank(query, hits)
+        if expand == "section":
+            hits = expand_to_sections(self.db, hits)
         return hits[:k]
 
     def _paths(self, ids: list[int]) -> dict[int, str]:
