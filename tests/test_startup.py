@@ -26,3 +26,38 @@ def test_plugin_modules_do_not_import_heavy_libraries(tmp_path):
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def test_each_command_module_imports_no_heavy_library(tmp_path):
+    from ragloop.core.cli.app import BUILTIN_COMMANDS
+    modules = sorted({f"ragloop.core.cli.{m}" for m in BUILTIN_COMMANDS.values()})
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK.format(heavy=set(HEAVY)), *modules],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+SEARCH = """
+import json, sys
+from ragloop.core.cli import cli
+cli.main(["search", "zebrafish", "--mode", "bm25", "--json"], standalone_mode=False)
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}
+                        or m.startswith("ragloop.core.cli.") or m == "pandas")))
+"""
+
+
+def test_a_search_imports_only_what_it_needs(tmp_path, ragloop_home):
+    """`ragloop search` imports its own command module, not the training, rating or
+    evaluation commands, and sqlite-utils does not pull in pandas (a second per start)."""
+    from cli_helpers import emb, run
+    (tmp_path / "a.md").write_text("# A\n\nThe zebrafish tool reads zebra.toml.\n")
+    run("index", tmp_path / "a.md", *emb())
+    result = subprocess.run([sys.executable, "-c", SEARCH.format(heavy=set(HEAVY))],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    *_, modules = result.stdout.splitlines()
+    assert '"path"' in result.stdout and "a.md" in result.stdout
+    assert [m for m in json.loads(modules) if m not in ("numpy",) and not m.startswith(
+        "numpy.")] == ["ragloop.core.cli.app", "ragloop.core.cli.index_cmd",
+                       "ragloop.core.cli.progress"]

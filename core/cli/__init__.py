@@ -1,17 +1,7 @@
-"""The `ragloop` command line. Each topic's commands live in their own module."""
+"""The `ragloop` command line. Each topic's commands live in their own module, imported when
+one of its commands runs (`BUILTIN_COMMANDS` in core/cli/app.py), so a command starts without
+importing the others' code."""
 
-from ragloop.core.cli import (  # noqa: F401  (each adds its commands to `cli`)
-    adapters_cmd,
-    ask_cmd,
-    demo_cmd,
-    eval_cmd,
-    index_cmd,
-    info_cmd,
-    plugins_cmd,
-    prefs_cmd,
-    rate_cmd,
-    train_cmd,
-)
 from ragloop.core.cli.app import cli
 
 
