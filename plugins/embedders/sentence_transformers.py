@@ -110,7 +110,8 @@ class SentenceTransformersConfig:
         if self.quantize not in runtimes.QUANTIZATIONS:
             raise ValueError(f"quantize must be none or int8, got {self.quantize!r}")
         if self.quantize != "none" and self.backend == "torch":
-            raise ValueError("quantize=int8 needs backend=onnx or backend=openvino")
+            raise ValueError("quantize=int8 needs backend=onnx or backend=openvino (with "
+                             "backend=torch, give quantize=none too)")
         if self.backend != "torch" and self.device not in ("auto", "cpu"):
             raise ValueError(f"backend={self.backend} runs on the CPU; drop device="
                              f"{self.device} or use backend=torch")
