@@ -51,6 +51,16 @@ def test_where_and_fusion_equal_the_command(indexed):
         assert hits and all(h.path.endswith("doc3.md") for h in hits)
 
 
+def test_bm25_without_a_path_condition_ranks_as_with_one(indexed):
+    """Searcher.bm25 skips the join to documents when no --where needs the path."""
+    with Ragloop() as rl:
+        for query in [*QUERIES, "gadget2 part", "the"]:
+            plain = [h.to_dict() for h in rl.search(query, k=6, mode="bm25")]
+            assert plain == [h.to_dict() for h in rl.search(query, k=6, mode="bm25",
+                                                            where=["path=*"])]
+            assert plain
+
+
 def test_second_search_reuses_the_loaded_embedder_and_a_reindex_is_seen(indexed):
     rl = Ragloop()
     rl.search("zebrafish", mode="dense")

@@ -100,12 +100,13 @@ class Ragloop:
 
     def search(self, query: str, k: int = 5, *, mode: str = "hybrid", where=(),
                fusion: str = "weighted", weight: float = 0.5, rerank: str | None = None,
-               rerank_options=()) -> list[Hit]:
+               rerank_options=(), expand: str = "chunk") -> list[Hit]:
         """The `k` best passages for `query`, as `ragloop search` finds them. `mode`: hybrid,
-        dense or bm25; `where`: `["path=GLOB"]`; `rerank`: a reranker plugin's name."""
+        dense or bm25; `where`: `["path=GLOB"]`; `rerank`: a reranker plugin's name;
+        `expand="section"`: the section around each matched chunk, one hit per section."""
         return self.searcher.search(query, k=k, mode=mode, where=list(where), fusion=fusion,
                                     weight=weight, rerank=rerank,
-                                    rerank_options=list(rerank_options))
+                                    rerank_options=list(rerank_options), expand=expand)
 
     def ask(self, question: str, k: int = 4, *, mode: str = "hybrid",
             generator: str = DEFAULT_GENERATOR, generator_options=(),

@@ -1,0 +1,122 @@
+"""Search latency as users meet it, in one run: a cold `ragloop search` (a new process each
+time) and a warm `Ragloop.search` (the Python API, models loaded once), against a bare query
+encode + faiss.IndexFlatIP.search over the same vectors.
+
+Cold: `ragloop search` on a workspace holding examples/corpus, hybrid (the default) and
+`--mode bm25` (which loads no embedder: the command's own start-up cost), p50 over --runs.
+Warm: 10k and 100k synthetic chunks (bench_query.py's clustered vectors and random-word
+texts; the query encode is real), dense and hybrid, timed interleaved with the bare search.
+Targets (issue 12): cold ≤ 2.5 s; warm hybrid at 100k ≤ 1.2× bare. Also prints a single
+query's encode time with 1 torch thread and with the default count.
+
+    python bench/bench_search_latency.py [--sizes 10000 100000] [--queries 60] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import CORPUS, percentiles
+from bench_query import QUERIES, build, time_queries
+
+from ragloop.core import Ragloop
+
+RAGLOOP = str(Path(sys.executable).with_name("ragloop"))
+
+
+def cold_cli(runs: int) -> dict[str, float]:
+    """p50 seconds of `ragloop search` as a new process, per mode, after one untimed run
+    (which fills the OS file cache, as any earlier command would have)."""
+    home = tempfile.mkdtemp(prefix="ragloop-bench-cold-")
+    env = {**os.environ, "RAGLOOP_HOME": home}
+    try:
+        subprocess.run([RAGLOOP, "index", str(CORPUS)], env=env, check=True,
+                       capture_output=True)
+        out = {}
+        for mode in ("hybrid", "bm25"):
+            cmd = [RAGLOOP, "search", "how do I install ferrule on linux", "--mode", mode]
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            samples = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                subprocess.run(cmd, env=env, check=True, capture_output=True)
+                samples.append(time.perf_counter() - start)
+            out[mode] = percentiles(samples)[0]
+        return out
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def warm_api(n: int, queries: int, rng) -> dict[str, tuple[float, float]]:
+    index, vectors, _ = build(n, rng)
+    rl = Ragloop(index.ws.home)
+    embedder = rl.embedder
+    import faiss
+    bare = faiss.IndexFlatIP(vectors.shape[1])
+    bare.add(vectors)
+    rl.search("warm up", mode="hybrid")             # loads the embedder and the vectors
+    runs = {
+        "bare encode+flat": lambda q: bare.search(embedder.encode([q]), 5),
+        "Ragloop dense": lambda q: rl.search(q, k=5, mode="dense"),
+        "Ragloop hybrid": lambda q: rl.search(q, k=5, mode="hybrid"),
+        "Ragloop bm25": lambda q: rl.search(q, k=5, mode="bm25"),
+    }
+    results = {name: [] for name in runs}
+    for _ in range(3):                              # interleaved, so drift hits all alike
+        for name, fn in runs.items():
+            results[name] += time_queries(fn, QUERIES, max(1, queries // 3))
+    rl.close()
+    return {name: percentiles(samples) for name, samples in results.items()}
+
+
+def encode_threads(queries: int) -> dict[int, float]:
+    """p50 ms of encoding one query, with 1 torch thread and with torch's default."""
+    import torch
+    from ragloop.core import registry
+    embedder = registry.get_embedder("sentence-transformers")()
+    embedder.encode(["warm up"])
+    default = torch.get_num_threads()
+    out = {}
+    for threads in sorted({1, default}):
+        torch.set_num_threads(threads)
+        samples = time_queries(lambda q: embedder.encode([q]), QUERIES, queries)
+        out[threads] = percentiles(samples)[0] * 1000
+    torch.set_num_threads(default)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=60, help="Warm queries per variant.")
+    parser.add_argument("--runs", type=int, default=3, help="Cold processes per mode.")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    cold = cold_cli(args.runs)
+    print(f"cold `ragloop search` (new process), p50 of {args.runs}: "
+          f"hybrid {cold['hybrid']:.2f} s, bm25 {cold['bm25']:.2f} s (target ≤ 2.5 s)")
+    rng = np.random.default_rng(0)
+    for n in args.sizes:
+        stats = warm_api(n, args.queries, rng)
+        base = stats["bare encode+flat"][0]
+        print(f"\nwarm Ragloop.search, {n} chunks")
+        for name, (p50, p95) in stats.items():
+            print(f"  {name:<17} p50 {p50 * 1000:7.2f} ms  p95 {p95 * 1000:7.2f} ms  "
+                  f"ratio p50 {p50 / base:.2f}")
+        if n == max(args.sizes):
+            print(f"  cold hybrid / warm hybrid p50: {cold['hybrid'] / stats['Ragloop hybrid'][0]:.0f}×")
+    threads = encode_threads(args.queries // 2)
+    print("\none query's encode, p50: " + ", ".join(
+        f"{t} torch thread{'s' if t > 1 else ''} {ms:.1f} ms" for t, ms in threads.items()))
+
+
+if __name__ == "__main__":
+    main()
