@@ -65,7 +65,8 @@ def embed_text_variant(kind: str):
     return embed_text
 
 
-def ragloop_index(folder: Path, chunker_options: list[str], embed_heading: str):
+def ragloop_index(folder: Path, chunker_options: list[str], embed_heading: str,
+                  embedder_options=()):
     from ragloop.core.pipeline import ingest, vector_index
     from ragloop.core.pipeline.ingest import Indexer, discover
     ws = temp_workspace()
@@ -73,7 +74,8 @@ def ragloop_index(folder: Path, chunker_options: list[str], embed_heading: str):
     saved = ingest.embed_text, vector_index.embed_text
     ingest.embed_text = vector_index.embed_text = variant   # this run only; the code keeps its own
     try:
-        indexer = Indexer(ws, chunker_options=chunker_options)
+        indexer = Indexer(ws, chunker_options=chunker_options,
+                          embedder_options=list(embedder_options))
         known = indexer.known()
         done = 0
         started = time.perf_counter()
@@ -347,7 +349,8 @@ def run_corpus(corpus: Corpus, args, model, modes, baselines, chunker_options,
     if modes:
         say(f"{corpus.name}: indexing {corpus.documents} documents with ragloop")
         started = time.perf_counter()
-        ws, chunks = ragloop_index(folder, chunker_options, args.embed_heading)
+        ws, chunks = ragloop_index(folder, chunker_options, args.embed_heading,
+                                   args.embedder_option or ())
         info["ragloop_chunks"] = chunks
         info["ragloop_index_seconds"] = round(time.perf_counter() - started, 1)
         say(f"{corpus.name}: ragloop indexed {chunks} chunks in "
@@ -408,6 +411,9 @@ def main() -> None:
                         help="what ragloop embeds before a chunk's text (path: as the code)")
     parser.add_argument("--flat-sections", action="store_true",
                         help="write the corpora without their ## section headings")
+    parser.add_argument("--embedder-option", action="append", metavar="KEY=VALUE",
+                        help="option for ragloop's embedder, e.g. backend=onnx (repeatable; "
+                             "the baselines keep torch fp32)")
     parser.add_argument("--baseline-chars", type=int, default=800)
     parser.add_argument("--baseline-title", action="store_true",
                         help="embed each baseline chunk with its document's title first")
@@ -450,6 +456,7 @@ def main() -> None:
               "modes": modes, "baselines": baselines, "depth": args.depth,
               "fusion_candidates": args.fusion_candidates, "fusion_grid": args.fusion_grid,
               "chunker_options": chunker_options, "embed_heading": args.embed_heading,
+              "embedder_options": args.embedder_option or [],
               "flat_sections": args.flat_sections, "baseline_chars": args.baseline_chars,
               "baseline_title": args.baseline_title, "threads": threads}
     report = {"config": config, "corpora": {}, "overall": {}, "differences": {}}
