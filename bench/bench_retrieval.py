@@ -100,10 +100,10 @@ def ragloop_index(folder: Path, chunker_options: list[str], embed_heading: str,
 def ragloop_rankings(ws, corpus: Corpus, modes, depth: int,
                      candidates: int = 0) -> dict[str, list[list[str]]]:
     """Documents per query and mode through `Searcher.search(k=depth)`. Asked for `depth`
-    chunks, hybrid search fuses lists of max(10 × depth, 50) candidates; with `candidates`,
-    the hybrid modes are also ranked from lists of that many, fused by the same functions,
-    which is what `ragloop search` does for k ≤ 5 (50 candidates)."""
-    from ragloop.core.pipeline.search import Searcher, rrf, weighted
+    chunks, hybrid search fuses lists of max(depth, 50) candidates; with `candidates`, the
+    hybrid modes are also ranked from lists of that many, fused by the same functions,
+    which is what `ragloop search` does for k ≤ 50 (50 candidates)."""
+    from ragloop.core.pipeline.search import DENSE_WEIGHT, Searcher, rrf, weighted
     searcher = Searcher(ws)
     out = {}
     for mode in modes:
@@ -116,7 +116,7 @@ def ragloop_rankings(ws, corpus: Corpus, modes, depth: int,
         for q in corpus.queries:
             lists = [searcher.dense(q.text, candidates), searcher.bm25(q.text, candidates)]
             for mode in fused:
-                ranked = weighted(lists, 0.5) if mode == "hybrid" else rrf(lists)
+                ranked = weighted(lists, DENSE_WEIGHT) if mode == "hybrid" else rrf(lists)
                 label = f"{RAGLOOP_MODES[mode][0]}, {candidates} candidates"
                 out.setdefault(label, []).append(
                     to_documents(Path(h.path).name for h in searcher.hits(ranked[:depth])))

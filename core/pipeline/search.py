@@ -1,10 +1,12 @@
 """Search the workspace's chunks: dense (vectors), BM25 (SQLite FTS5), or both fused.
 
-Hybrid search takes a candidate list from each and fuses them: by default a weighted sum
-(0.5/0.5) of min-max normalized scores, or by reciprocal-rank fusion. On
-examples/questions.jsonl (`bench/eval_retrieval.py`, 126 questions) MRR@10 was: weighted 0.5
-0.968, RRF 0.954, BM25 alone 0.925, dense alone 0.916. An optional reranker plugin reorders the fused
-candidates (off by default).
+Hybrid search takes the best CANDIDATES chunks from each and fuses them: by default a
+weighted sum (0.7 dense, 0.3 BM25) of min-max normalized scores, or by reciprocal-rank
+fusion. Both numbers were chosen on the real-text benchmark (`bench/bench_retrieval.py`,
+docs/retrieval-benchmark.md): fusing deeper lists (the old max(10k, 50)) let a long tail of
+weak candidates squeeze the min-max range, and dense scores carry more of the answer than
+BM25 there. An optional reranker plugin reorders the fused candidates (off by default);
+`expand="section"` returns each hit's enclosing section (core/pipeline/sections.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ragloop.core.pipeline.vector_index import VectorIndex, embed_text
 
 MODES = ("hybrid", "dense", "bm25")
 FUSIONS = ("weighted", "rrf")
+CANDIDATES = 50           # chunks taken from each list before fusing, reranking or expanding
+DENSE_WEIGHT = 0.7        # weighted fusion: this much dense, the rest BM25
 RRF_K = 60
 
 
@@ -120,8 +124,8 @@ class Searcher:
         return [(int(r[0]), float(r[1])) for r in rows if _path_matches(r[2], glob)][:n]
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", where=(),
-               fusion: str = "weighted", weight: float = 0.5, rerank: str | None = None,
-               rerank_options=(), expand: str = "chunk") -> list[Hit]:
+               fusion: str = "weighted", weight: float = DENSE_WEIGHT,
+               rerank: str | None = None, rerank_options=(), expand: str = "chunk") -> list[Hit]:
         if mode not in MODES:
             raise RagloopError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
         if fusion not in FUSIONS:
@@ -135,7 +139,9 @@ class Searcher:
             raise RagloopError("the query is empty; give some words to search for")
         self.require_index()
         glob = parse_where(where)
-        n = max(k * 10, 50) if (mode == "hybrid" or rerank) else k
+        # Fusion, reranking and collapsing hits into sections each need more than k; past
+        # CANDIDATES, deeper lists only made fusion worse on the benchmark.
+        n = max(k, CANDIDATES) if (mode == "hybrid" or rerank or expand == "section") else k
         if mode == "dense":
             ranked = self.dense(query, n, glob)
         elif mode == "bm25":
@@ -149,7 +155,7 @@ class Searcher:
             config = build_config(cls.Config, rerank_options, rerank)
             hits = cls(config, workspace=self.ws).rerank(query, hits)
         if expand == "section":
-            hits = expand_to_sections(self.db, hits)
+            hits = expand_to_sections(self.db, hits, limit=k)
         return hits[:k]
 
     def _paths(self, ids: list[int]) -> dict[int, str]:
@@ -194,4 +200,5 @@ def weighted(lists: list[list[tuple[int, float]]], weight: float) -> list[tuple[
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
-__all__ = ["Hit", "Searcher", "rrf", "weighted", "embed_text", "MODES"]
+__all__ = ["Hit", "Searcher", "rrf", "weighted", "embed_text", "MODES", "CANDIDATES",
+           "DENSE_WEIGHT"]

@@ -70,11 +70,15 @@ def join_chunks(rows: list[tuple]) -> str:
     return "".join(parts)
 
 
-def expand_to_sections(db, hits: list, max_chars: int = SECTION_CHARS) -> list:
+def expand_to_sections(db, hits: list, max_chars: int = SECTION_CHARS,
+                       limit: int | None = None) -> list:
     """Each hit widened to its section (or the part of it around the match that fits
-    `max_chars`); later hits inside a section already returned are dropped."""
+    `max_chars`); later hits inside a section already returned are dropped. Stops after
+    `limit` sections."""
     out, seen = [], set()
     for hit in hits:
+        if limit is not None and len(out) >= limit:
+            break
         if hit.chunk_id in seen:
             continue
         rows, at = _section_rows(db, hit.chunk_id)

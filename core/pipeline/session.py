@@ -28,7 +28,7 @@ from ragloop.core.pipeline.ask import (
     prepare,
     resolve_adapter,
 )
-from ragloop.core.pipeline.search import Hit, Searcher
+from ragloop.core.pipeline.search import DENSE_WEIGHT, Hit, Searcher
 from ragloop.core.pipeline.vector_index import INDEX_NAME, VectorIndex
 from ragloop.core.quiet import quiet_library_logs
 from ragloop.core.workspace import Workspace
@@ -99,7 +99,7 @@ class Ragloop:
     # ---- the API ------------------------------------------------------------------------
 
     def search(self, query: str, k: int = 5, *, mode: str = "hybrid", where=(),
-               fusion: str = "weighted", weight: float = 0.5, rerank: str | None = None,
+               fusion: str = "weighted", weight: float = DENSE_WEIGHT, rerank: str | None = None,
                rerank_options=(), expand: str = "chunk") -> list[Hit]:
         """The `k` best passages for `query`, as `ragloop search` finds them. `mode`: hybrid,
         dense or bm25; `where`: `["path=GLOB"]`; `rerank`: a reranker plugin's name;

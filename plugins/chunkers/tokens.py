@@ -38,7 +38,9 @@ WORD_START = re.compile(r"\s+(?=\S)")
 class TokenChunkerConfig:
     size: int = field(default=200, metadata={
         "help": "Most tokens in a chunk, as the embedder's tokenizer counts them."})
-    overlap: int = field(default=30, metadata={
+    # 0: repeating 30 tokens cost dense search 2 points MRR@10 on the real-text benchmark
+    # (docs/retrieval-benchmark.md); `search --expand section` gives a hit its context.
+    overlap: int = field(default=0, metadata={
         "help": "Tokens from the end of a chunk repeated at the start of the next one in "
                 "the same section (0 for none)."})
 
