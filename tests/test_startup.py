@@ -22,7 +22,8 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
 
 def test_plugin_modules_do_not_import_heavy_libraries(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", CHECK.format(heavy=set(HEAVY)), "ragloop.core.cli", *DEFAULT_PLUGINS],
+        [sys.executable, "-c", CHECK.format(heavy=set(HEAVY)), "ragloop.core.cli",
+         *DEFAULT_PLUGINS],
         capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
@@ -48,8 +49,9 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}
 
 
 def test_a_search_imports_only_what_it_needs(tmp_path, ragloop_home):
-    """`ragloop search` imports its own command module, not the training, rating or
-    evaluation commands, and sqlite-utils does not pull in pandas (a second per start)."""
+    """`ragloop search` imports its own command module, not the indexing, training, rating
+    or evaluation commands, nor the progress display, and sqlite-utils does not pull in
+    pandas (a second per start)."""
     from cli_helpers import emb, run
     (tmp_path / "a.md").write_text("# A\n\nThe zebrafish tool reads zebra.toml.\n")
     run("index", tmp_path / "a.md", *emb())
@@ -59,5 +61,4 @@ def test_a_search_imports_only_what_it_needs(tmp_path, ragloop_home):
     *_, modules = result.stdout.splitlines()
     assert '"path"' in result.stdout and "a.md" in result.stdout
     assert [m for m in json.loads(modules) if m not in ("numpy",) and not m.startswith(
-        "numpy.")] == ["ragloop.core.cli.app", "ragloop.core.cli.index_cmd",
-                       "ragloop.core.cli.progress"]
+        "numpy.")] == ["ragloop.core.cli.app", "ragloop.core.cli.search_cmd"]

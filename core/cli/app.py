@@ -17,7 +17,7 @@ from ragloop.core.workspace import Workspace
 # `ragloop search` does not import the training, rating and evaluation code.
 BUILTIN_COMMANDS = {
     "adapters": "adapters_cmd", "ask": "ask_cmd", "logs": "ask_cmd", "demo": "demo_cmd",
-    "eval": "eval_cmd", "index": "index_cmd", "remove": "index_cmd", "search": "index_cmd",
+    "eval": "eval_cmd", "index": "index_cmd", "remove": "index_cmd", "search": "search_cmd",
     "info": "info_cmd", "plugins": "plugins_cmd", "install": "plugins_cmd",
     "uninstall": "plugins_cmd", "prefs": "prefs_cmd", "rate": "rate_cmd", "train": "train_cmd",
 }
