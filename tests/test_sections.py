@@ -4,7 +4,9 @@ whole section, overlap removed, one hit per section, long sections cut around th
 import json
 
 from cli_helpers import emb, run
+from tiny_models import tiny_causal_lm
 
+from ragloop.core import Ragloop
 from ragloop.core.pipeline.sections import _window, join_chunks
 
 SENTENCES = [f"Sentence {i} of the walrus section mentions tusk {i} and ice floe {i}."
@@ -40,6 +42,22 @@ def test_a_matched_chunk_comes_back_as_its_whole_section(tmp_path):
     # "# Animals", "", "## Walrus", "": the section's 8 paragraphs are lines 5 to 19
     assert (walruses[0]["start_line"], walruses[0]["end_line"]) == (5, 19)
     assert sorted(h["heading"] for h in hits) == ["Animals > Heron", "Animals > Walrus"]
+
+
+def test_ask_with_expand_section_gives_the_model_the_section_and_records_it(tmp_path):
+    root, _ = doc(tmp_path)
+    run("index", root, *emb(), "-o", "chunker.size=40")
+    with Ragloop() as rl:
+        options = {"generator_options": [f"model={tiny_causal_lm()}"], "max_new_tokens": 2,
+                   "k": 1, "mode": "bm25"}
+        narrow = rl.ask("tusk 7 ice floe 7", **options)
+        wide = rl.ask("tusk 7 ice floe 7", expand="section", **options)
+        params = [json.loads(r["params_json"]) for r in
+                  rl.workspace.db.query("select params_json from asks order by created_at")]
+    # the section starts with sentence 0; the tiny model's context cuts its end off
+    assert SENTENCES[0] not in narrow.prompt.text and SENTENCES[0] in wide.prompt.text
+    assert len(wide.prompt.text) > len(narrow.prompt.text) + 500
+    assert "expand" not in params[0] and params[1]["expand"] == "section"
 
 
 def test_chunks_is_the_default_and_unknown_expansions_are_refused(tmp_path):

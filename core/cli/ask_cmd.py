@@ -17,6 +17,7 @@ from ragloop.core.pipeline.ask import (
     resolve_adapter,
 )
 from ragloop.core.pipeline.search import MODES, Searcher
+from ragloop.core.pipeline.sections import EXPANSIONS
 from ragloop.core.pipeline.session import answer_sources
 
 
@@ -25,6 +26,9 @@ from ragloop.core.pipeline.session import answer_sources
 @click.option("-k", default=4, show_default=True, help="Passages to retrieve.")
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True,
               help="Retrieval mode.")
+@click.option("--expand", type=click.Choice(EXPANSIONS), default="chunk", show_default=True,
+              help="section: give the model the section around each matched chunk (up to "
+                   "~4,000 characters) instead of the chunk.")
 @click.option("--adapter", metavar="NAME", help="LoRA adapter (name or folder); default: the "
               "one chosen with `ragloop adapters use`, else none.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
@@ -37,8 +41,8 @@ from ragloop.core.pipeline.session import answer_sources
 @options_option
 @click.option("--json", "as_json", is_flag=True, help="Output JSON (implies --no-stream).")
 @pass_workspace
-def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, temperature, seed,
-        no_stream, options, as_json):
+def ask(ws, question, k, mode, expand, adapter, generator, compress, max_new_tokens, temperature,
+        seed, no_stream, options, as_json):
     """Answer a question from your documents, with citations.
 
     Retrieves passages, streams an answer that cites them as [n], lists the sources,
@@ -57,7 +61,7 @@ def ask(ws, question, k, mode, adapter, generator, compress, max_new_tokens, tem
         model.context_length
     with status("Retrieving passages"):
         answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
-                         searcher=searcher)
+                         searcher=searcher, expand=expand)
     for note in answer.prompt.notes:
         stderr.print(f"Note: {note}.")
     stream = not (no_stream or as_json)

@@ -108,7 +108,7 @@ class Ragloop:
                                     weight=weight, rerank=rerank,
                                     rerank_options=list(rerank_options), expand=expand)
 
-    def ask(self, question: str, k: int = 4, *, mode: str = "hybrid",
+    def ask(self, question: str, k: int = 4, *, mode: str = "hybrid", expand: str = "chunk",
             generator: str = DEFAULT_GENERATOR, generator_options=(),
             adapter: str | None = None, compress: str | None = None,
             max_new_tokens: int = 256, temperature: float = 0.0, seed: int | None = None,
@@ -127,7 +127,7 @@ class Ragloop:
         model = self._generator_for(generator, [str(o) for o in generator_options],
                                     adapter_path, compress)
         answer = prepare(self.workspace, question, model, k=k, mode=mode,
-                         max_new_tokens=max_new_tokens, searcher=searcher)
+                         max_new_tokens=max_new_tokens, searcher=searcher, expand=expand)
         for piece in generate(answer, model, temperature=temperature, seed=seed):
             if on_text is not None:
                 on_text(piece)
