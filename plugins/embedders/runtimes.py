@@ -209,7 +209,7 @@ def _onnx_finish(model, path: Path, out: Path, quantize: str) -> str:
     settings of optimum's AutoQuantizationConfig.avx2(is_static=False), which
     sentence-transformers' export_dynamic_quantized_onnx_model uses for "avx2", except
     signed int8 weights: on this AVX2 CPU (no VNNI) they run 1.3x faster than unsigned ones
-    at the same accuracy. avx2 settings suit every x86-64 CPU of the last decade."""
+    at similar accuracy. avx2 settings suit every x86-64 CPU of the last decade."""
     from onnxruntime.transformers.optimizer import MODEL_TYPES, optimize_model
     config = model[0].auto_model.config
     fused = out / "model_fused.onnx"
