@@ -77,6 +77,8 @@ def test_second_search_reuses_the_loaded_embedder_and_a_reindex_is_seen(indexed)
     assert hits[0].path.endswith("new.md")
     assert rl.embedder.model is model and rl.searcher.index.store.index is not store
     rl.close()
+    with pytest.raises(RagloopError, match="this Ragloop is closed; open a new one"):
+        rl.search("quokka")
 
 
 def test_ask_logs_what_the_command_logs_and_keeps_the_generator(indexed, ragloop_home):

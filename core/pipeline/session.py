@@ -55,6 +55,7 @@ class Ragloop:
         self._searcher: Searcher | None = None
         self._generator = None
         self._generator_key = None
+        self._closed = False
 
     # ---- what stays loaded --------------------------------------------------------------
 
@@ -63,6 +64,8 @@ class Ragloop:
         """The searcher over the current index. Another process may re-index the workspace
         meanwhile: a new index version gets a new vector index, keeping the loaded embedder
         when it is still the one asked for."""
+        if self._closed:
+            raise RagloopError("this Ragloop is closed; open a new one with Ragloop(home)")
         ws = self.workspace
         version = (ws.db["index_state"].get(INDEX_NAME).get("version") or 0
                    if ws.db["index_state"].count_where("name = ?", [INDEX_NAME]) else 0)
@@ -137,6 +140,7 @@ class Ragloop:
     def close(self) -> None:
         """Drop the loaded models and close the database."""
         self._searcher = self._generator = self._generator_key = None
+        self._closed = True
         self.workspace.close()
 
     def __enter__(self) -> Ragloop:
