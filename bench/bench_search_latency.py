@@ -74,6 +74,8 @@ def warm_api(n: int, queries: int, rng) -> dict[str, tuple[float, float]]:
         for name, fn in runs.items():
             results[name] += time_queries(fn, QUERIES, max(1, queries // 3))
     rl.close()
+    index.ws.close()
+    shutil.rmtree(index.ws.home, ignore_errors=True)      # 100k chunks: ~180 MB
     return {name: percentiles(samples) for name, samples in results.items()}
 
 
