@@ -48,6 +48,8 @@ _PUBLIC = {
     "pipeline.training": ("TrainSettings", "TrainingJob", "prepare_training", "run_training"),
     "pipeline.training_data": ("TrainingData", "select"),
     "pipeline.training_runs": ("read_record", "read_rows"),
+    # for evaluators: the interval on a paired difference (base and adapter on the same items)
+    "pipeline.evaluation_report": ("paired_bootstrap",),
     # for plugins that add commands (register_commands)
     "cli.app": ("options_option", "pass_workspace"),
     "cli.progress": ("progress_bar", "status", "stderr"),

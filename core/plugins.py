@@ -56,6 +56,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.evaluators.retrieval",
     "ragloop.plugins.evaluators.reward",
     "ragloop.plugins.evaluators.winrate",
+    "ragloop.plugins.evaluators.correctness",
     "ragloop.plugins.compression.torchao",
     "ragloop.plugins.compression.prune",
     "ragloop.plugins.compression.bnb",

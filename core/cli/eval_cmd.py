@@ -18,14 +18,15 @@ from ragloop.core.pipeline.evaluation_report import summary_line
 @cli.command("eval")
 @click.option("--adapter", metavar="NAME", help="Adapter to evaluate (name or folder); "
               "default: the one `ragloop adapters use` chose.")
-@click.option("--questions", "questions_file", metavar="FILE", help="Held-out questions for "
-              "the win rate, one per line or JSONL; default: rated questions not trained on.")
+@click.option("--questions", "questions_file", metavar="FILE", help="Held-out questions, one "
+              "per line or JSONL (\"question\", and \"answer\" and \"source\" for "
+              "correctness); default: rated questions not trained on.")
 @click.option("--rater", default="judge", show_default=True,
               help="Rater for the win rate: judge, human, or an installed one.")
 @click.option("--rater-id", metavar="ID", help="Who is rating (default as for `ragloop rate`).")
 @click.option("--out", metavar="DIR", help="Report folder; default: <workspace>/runs/eval-<id>.")
 @click.option("--evaluators", metavar="A,B", help="Evaluators to run, comma-separated; "
-              "default: all (retrieval, reward, winrate, and installed ones).")
+              "default: all (retrieval, reward, winrate, correctness, and installed ones).")
 @click.option("-n", "limit", type=click.IntRange(min=0), default=20, show_default=True,
               help="At most N questions or pairs per evaluator; 0 for all.")
 @click.option("-k", type=click.IntRange(min=1), default=4, show_default=True,
@@ -43,9 +44,11 @@ def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, 
     """Evaluate an adapter and the retrieval; write a report.
 
     Evaluators: retrieval (recall@k, MRR@10, nDCG@10 against your passage judgments),
-    reward (the adapter's implicit reward on held-out pairs) and winrate (adapter against
-    base on held-out questions, judged by --rater). Options go to an evaluator as
-    -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise (-o model=PATH).
+    reward (the adapter's implicit reward on held-out pairs), winrate (adapter against
+    base on held-out questions, judged by --rater) and correctness (the same answers
+    checked against the reference answers of a --questions file). Options go to an
+    evaluator as -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise
+    (-o model=PATH).
     """
     if compress:               # a generator option, as in `rate`, so the report records it
         registry.get_compressor(compress)

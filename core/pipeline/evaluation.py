@@ -10,7 +10,9 @@ plain ``{name: number}`` dict is taken as the metrics), or ``{"skipped": "reason
 there is nothing to measure yet; a skip is reported, not an error. An evaluator may also
 define `check(context)` (refuse bad input before anything runs), `summary(result) -> str`
 (one line for the terminal) and `plot(result, ax)` (draw into a matplotlib Axes for
-report.png); `needs_adapter = False` lets it run without an adapter.
+report.png); `needs_adapter = False` lets it run without an adapter. `context.answers(q)`
+gives the base and adapter answers to a question, generated once per run and shared by the
+evaluators that score them (winrate judges them, correctness checks them against references).
 
 The report folder (<ws>/runs/eval-<id>/ or --out) is written whole at the end
 (core.evaluation_report); comparisons the win-rate evaluator makes are stored as ratings
@@ -64,6 +66,15 @@ class EvalSettings:
             raise RagloopError("-k must be at least 1")
         if self.max_new_tokens < 1:
             raise RagloopError("--max-new-tokens must be at least 1")
+
+
+@dataclass
+class Answers:
+    """One held-out question's pair: the base model's and the adapter's answer, and the
+    passages both were given, numbered from 1 as their [n] citations count them."""
+    base: str
+    adapter: str
+    passages: list
 
 
 def _no_progress(description: str, total: int) -> Callable[[int], None]:
@@ -141,6 +152,20 @@ class EvalContext:
     def generators(self) -> list:
         """[base generator, adapter generator], loaded."""
         return self.session().generators
+
+    def answers(self, question: Question) -> Answers:
+        """Both models' greedy answers to `question` and the passages they saw: the very
+        pair the win rate judges. A pair stored under this run's settings (by the win rate,
+        or by an earlier run) is read back; otherwise it is generated and stored, so every
+        evaluator of a run, whichever runs first, sees the same answers, generated once."""
+        session = self.session()
+        try:
+            # The session's own lookup-or-generate step, with the claims that keep two
+            # processes from generating the same pair; `rate` is this plus a verdict.
+            _, pair, hits = session._pair(question, "")
+        finally:
+            session._let_go(question)
+        return Answers(pair[0].text, pair[1].text, list(hits))
 
 
 def _route_options(pairs, evaluator_names) -> tuple[dict[str, list[str]], list[str]]:
@@ -237,5 +262,5 @@ def run_eval(context: EvalContext) -> EvalResult:
     return EvalResult(folder, record, results)
 
 
-__all__ = ["EvalSettings", "EvalContext", "EvalResult", "prepare_eval", "run_eval",
+__all__ = ["EvalSettings", "EvalContext", "EvalResult", "Answers", "prepare_eval", "run_eval",
            "find_adapter"]

@@ -1,10 +1,12 @@
 """The report of an evaluation run: metrics.json (everything, per-item details included),
 report.md (a table per evaluator, the settings, the adapter's lineage) and report.png (one
-panel per evaluator that draws one), written into a temp folder and renamed into place."""
+panel per evaluator that draws one), written into a temp folder and renamed into place.
+Also the interval evaluators report a paired difference with (`paired_bootstrap`)."""
 
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
@@ -13,6 +15,34 @@ from ragloop.core.pipeline.training_runs import versions
 from ragloop.core.workspace import utcnow
 
 LINEAGE_KEYS = ("source", "kind", "rows", "train_rows", "eval_rows")
+BOOTSTRAP_SAMPLES = 10_000
+
+
+def paired_bootstrap(a, b, confidence: float = 0.95, samples: int = BOOTSTRAP_SAMPLES,
+                     seed: int = 0) -> dict:
+    """mean(a) - mean(b) over the same items, with a percentile bootstrap interval:
+    {"difference", "low", "high"}. The items (pairs a[i], b[i]) are resampled together, so
+    what varies from item to item (an easy question, a hard one) cancels out of the
+    difference. Deterministic for a given seed; pure Python, so no numerical library loads."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values differ in length: {len(a)} and {len(b)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    n = len(a)
+    if n == 0:
+        raise ValueError("no paired values")
+    diffs = [float(x) - float(y) for x, y in zip(a, b)]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(samples))
+    tail = (1 - confidence) / 2
+
+    def quantile(q: float) -> float:       # linear between order statistics, as numpy's
+        position = q * (samples - 1)
+        below = int(position)
+        above = min(below + 1, samples - 1)
+        return means[below] + (means[above] - means[below]) * (position - below)
+
+    return {"difference": sum(diffs) / n, "low": quantile(tail), "high": quantile(1 - tail)}
 
 
 def adapter_summary(meta: dict | None) -> dict | None:

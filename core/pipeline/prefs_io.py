@@ -119,6 +119,14 @@ def _problem(row, kind: str | None) -> str | None:
     question = row.get("question")
     if question is not None and not (isinstance(question, str) and question.strip()):
         return "field 'question' must be non-empty text when given"
+    # A reference answer and its document, as a questions file gives them; exported kto and
+    # sft rows use "source" for what decided their label ("score" or "choice"), so any text.
+    answer = row.get("answer")
+    if answer is not None and not (isinstance(answer, str) and answer.strip()):
+        return "field 'answer' (a reference answer) must be non-empty text when given"
+    source = row.get("source")
+    if source is not None and not (isinstance(source, str) and source.strip()):
+        return "field 'source' must be non-empty text when given"
     if kind == "pairs" and row["chosen"] == row["rejected"]:
         return "chosen and rejected are the same text"
     return None

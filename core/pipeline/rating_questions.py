@@ -1,6 +1,8 @@
 """Where the questions of a rating session come from: a file, the logged asks, or the user
 typing them. Each source yields `Question`s; the same question is recognized by the hash of
-its normalized text, whatever its source."""
+its normalized text, whatever its source. A JSONL questions file may also give each question
+a reference answer (`answer`) and the document it comes from (`source`), which the
+`correctness` evaluator scores answers against."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from ragloop.core.errors import RagloopError
 # Longer than any real question; a longer line is far more likely a pasted document or a
 # file that is not a questions file at all.
 MAX_QUESTION_CHARS = 2000
+# The fields a line of a JSONL questions file may hold; any other is refused by name, so a
+# misspelt "answer" does not silently leave a question without its reference.
+QUESTION_FIELDS = ("question", "answer", "source")
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class Question:
     text: str
     origin: str                  # file | logs | typed
     origin_ref: str | None = None
+    answer: str | None = None    # a reference answer, from a JSONL file's "answer"
+    source: str | None = None    # the document the reference comes from ("source")
 
     @property
     def hash(self) -> str:
@@ -68,17 +75,19 @@ def from_file(path: str | Path) -> list[Question]:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            text = _jsonl_question(path, number, line) if jsonl else line
-            text = normalize(text)
+            record = _jsonl_question(path, number, line) if jsonl else {"question": line}
+            text = normalize(record["question"])
             if len(text) > MAX_QUESTION_CHARS:
                 raise RagloopError(f"{path} line {number} is a question of {len(text)} "
                                    f"characters; the limit is {MAX_QUESTION_CHARS}")
-            yield Question(text, "file", f"{path}:{number}")
+            yield Question(text, "file", f"{path}:{number}", record.get("answer"),
+                           record.get("source"))
 
     return _unique(parse())
 
 
-def _jsonl_question(path: Path, number: int, line: str) -> str:
+def _jsonl_question(path: Path, number: int, line: str) -> dict:
+    """The line's fields: "question", and "answer" and "source" (stripped) when given."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -87,7 +96,20 @@ def _jsonl_question(path: Path, number: int, line: str) -> str:
     text = record.get("question") if isinstance(record, dict) else None
     if not isinstance(text, str) or not text.strip():
         raise RagloopError(f'{path} line {number} has no "question" text')
-    return text
+    unknown = sorted(set(record) - set(QUESTION_FIELDS))
+    if unknown:
+        raise RagloopError(f"{path} line {number} has unknown field {unknown[0]!r}; a line may "
+                           f"hold {', '.join(QUESTION_FIELDS)}")
+    out = {"question": text}
+    for name in QUESTION_FIELDS[1:]:
+        value = record.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise RagloopError(f"{path} line {number}: field {name!r} must be non-empty text "
+                               f"when given")
+        out[name] = value.strip()
+    return out
 
 
 def from_logs(ws) -> list[Question]:
