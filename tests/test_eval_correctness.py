@@ -7,7 +7,8 @@ import json
 
 import pytest
 from cli_helpers import run
-from test_eval import QUESTIONS, TRAINED, gen, indexed, one_line_error, rated, report_folder  # noqa: F401
+from test_eval import QUESTIONS, TRAINED, gen, one_line_error, report_folder
+from test_eval import indexed, rated  # noqa: F401  (fixtures)
 
 from ragloop.core import paired_bootstrap
 from ragloop.core.errors import RagloopError
