@@ -28,7 +28,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-from ragloop.core import RagloopError, atomic_folder, quiet_library_logs, stderr
+from ragloop.core import RagloopError, atomic_folder, quiet_library_logs
 from ragloop.plugins.hf.common import short_error
 
 BACKENDS = ("torch", "onnx", "openvino")
@@ -56,7 +56,9 @@ PROBES = (
 
 
 def say(text: str) -> None:
-    """One plain line on stderr (paths and brackets are not rich markup)."""
+    """One plain line on stderr (paths and brackets are not rich markup). The console is
+    imported here: a search that never prints need not import rich."""
+    from ragloop.core import stderr
     stderr.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
@@ -109,15 +111,16 @@ def read_record(folder: Path) -> dict | None:
         return None
 
 
-def ensure_export(model, folder: Path, key: dict) -> dict:
+def ensure_export(model, folder: Path, key: dict, why: str = "") -> dict:
     """The export's record, exporting into `folder` first when it holds none. A failed
     export is recorded too (`failed`: why), so later runs do not try again with the same
-    libraries. Written atomically: an interrupted export leaves no folder."""
+    libraries. Written atomically: an interrupted export leaves no folder. `why` ends the
+    progress line (", so that ...")."""
     record = read_record(folder)
     if record is not None and record.get("key") == key:
         return record
     backend, quantize = key["backend"], key["quantize"]
-    say(f"exporting the embedder to {label(backend, quantize)} (once) ...")
+    say(f"exporting the embedder to {label(backend, quantize)} (once{why}) ...")
     started = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(folder) as tmp:
@@ -181,11 +184,27 @@ def _export_onnx(model, path: Path) -> None:
     kernel; the SDPA path exports in a form it cannot fuse (1.2x slower here)."""
     import torch
     auto = model[0].auto_model
+    before = getattr(auto.config, "_attn_implementation", None)
+    _set_attention(auto, "eager")
+    try:
+        _trace(auto, model, path)
+    finally:
+        if before is not None and before != "eager":
+            # The torch model may go on encoding (the torch backend's query-side export):
+            # give it back the attention it had.
+            _set_attention(auto, before)
+
+
+def _set_attention(auto, name: str) -> None:
     setter = getattr(auto, "set_attn_implementation", None)
     if setter is not None:
-        setter("eager")
+        setter(name)
     else:
-        auto.config._attn_implementation = "eager"
+        auto.config._attn_implementation = name
+
+
+def _trace(auto, model, path: Path) -> None:
+    import torch
     inputs = _probe_inputs(model, ["an example", "a longer example of a text"])
     names = list(inputs)
 

