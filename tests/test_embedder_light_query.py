@@ -33,17 +33,20 @@ def make(ws, *options):
     return cls(build_config(cls.Config, list(options), cls.name), workspace=ws)
 
 
-@pytest.fixture(scope="module")
-def plain_model(tmp_path_factory):
+def make_plain_model(folder):
     """The tiny embedder as a plain text model: sentence-transformers 6 renders texts through
     a chat template when the tokenizer has one, which the light path refuses to imitate."""
-    folder = tmp_path_factory.mktemp("plain") / "embedder"
     shutil.copytree(tiny_embedder(), folder)
     (folder / "chat_template.jinja").unlink()
     config = json.loads((folder / "sentence_bert_config.json").read_text())
     config["modality_config"] = {"text": config["modality_config"]["text"]}
     (folder / "sentence_bert_config.json").write_text(json.dumps(config))
     return folder
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory):
+    return make_plain_model(tmp_path_factory.mktemp("plain") / "embedder")
 
 
 def index_notes(tmp_path, model):
