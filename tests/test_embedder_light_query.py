@@ -208,3 +208,19 @@ def test_cold_search_on_the_packaged_model_skips_torch_with_the_same_results(
     assert [h["chunk_id"] for h in hits] == [h["chunk_id"] for h in normal]
     np.testing.assert_allclose([h["score"] for h in hits], [h["score"] for h in normal],
                                atol=1e-5)
+
+
+def test_an_int8_index_encodes_queries_with_its_own_export(tmp_path, plain_model):
+    ws = Workspace(tmp_path / "home")
+    options = (f"model={plain_model}", "backend=onnx", "quantize=int8")
+    indexer = make(ws, *options)
+    indexer.encode(NOTES)                                 # loads, exports and checks
+    # int8 quantizes activations per batch, so compare batches of the same texts
+    reference = indexer.encode(QUERIES)
+    [export] = export_dirs(ws)
+    assert export.name.startswith("onnx-int8-")
+    assert json.loads((export / light_query.CHECK).read_text())["ok"] is True
+    query = make(ws, *options)
+    np.testing.assert_allclose(query.encode(QUERIES), reference, atol=1e-5)
+    assert query._model is None and query.id == indexer.id
+    assert query.id.endswith(":onnx-int8")

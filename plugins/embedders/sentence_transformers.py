@@ -299,7 +299,8 @@ class SentenceTransformersEmbedder(Embedder):
         light = self._light_spec()
         files = record.get("files") or []
         if light is None or "failed" in record or len(files) != 1 or \
-                not str(files[0]).endswith(".onnx") or light_query.checked(folder, light):
+                not str(files[0]).endswith(".onnx") or \
+                light_query.checked(folder, light, passed=False):
             return
         texts = [*runtimes.PROBES, "overflowing text " * 400]
         reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True,
