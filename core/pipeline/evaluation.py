@@ -158,13 +158,7 @@ class EvalContext:
         pair the win rate judges. A pair stored under this run's settings (by the win rate,
         or by an earlier run) is read back; otherwise it is generated and stored, so every
         evaluator of a run, whichever runs first, sees the same answers, generated once."""
-        session = self.session()
-        try:
-            # The session's own lookup-or-generate step, with the claims that keep two
-            # processes from generating the same pair; `rate` is this plus a verdict.
-            _, pair, hits = session._pair(question, "")
-        finally:
-            session._let_go(question)
+        _, pair, hits = self.session().pair(question)
         return Answers(pair[0].text, pair[1].text, list(hits))
 
 

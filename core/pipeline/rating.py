@@ -207,6 +207,15 @@ class Session:
             self._let_go(question)
         return Outcome(comparison_id, verdict.choice or "skip", seconds)
 
+    def pair(self, question: Question):
+        """(question_id, [candidate a, candidate b], hits) for `question` without a verdict:
+        the stored pair for these settings, else generated (with the same claims `rate`
+        takes), and nothing left held afterwards. For evaluators that score the pair."""
+        try:
+            return self._pair(question, "")
+        finally:
+            self._let_go(question)
+
     # ---- claims ------------------------------------------------------------------------
 
     def _claim_for_rater(self, question: Question) -> bool:
