@@ -10,12 +10,11 @@ import sys
 import numpy as np
 import pytest
 from cli_helpers import run
+from test_embedder_backends import make
 from tiny_models import tiny_embedder
 
 from ragloop.core import Workspace
-from ragloop.core.config import build_config
 from ragloop.plugins.embedders import light_query, runtimes
-from ragloop.plugins.embedders.sentence_transformers import SentenceTransformersEmbedder
 
 pytest.importorskip("onnxruntime")
 
@@ -26,11 +25,6 @@ NOTES = [
     "Compression level 9 gives the smallest archives at the cost of speed.",
     "Use lsof -p PID to list the files a process has open.",
 ]
-
-
-def make(ws, *options):
-    cls = SentenceTransformersEmbedder
-    return cls(build_config(cls.Config, list(options), cls.name), workspace=ws)
 
 
 def make_plain_model(folder):
