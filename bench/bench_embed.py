@@ -18,15 +18,14 @@ Exports are made once into DIR/workspace (a temp folder without --workdir) and r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _common import finish, say
 from bench_retrieval import paragraph_chunks, parse_limits
 from retrieval_corpora import CORPUS_NAMES, build_corpora
 from retrieval_metrics import paired_difference, query_scores, summarize, to_documents
@@ -40,11 +39,6 @@ BACKENDS = {
 }
 DEFAULT_BACKENDS = "torch,onnx,onnx-int8,openvino-int8"
 SHOWN = ("recall@10", "mrr@10")
-STARTED = time.perf_counter()
-
-
-def say(message: str) -> None:
-    print(f"[{time.perf_counter() - STARTED:6.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 def make_embedder(ws, options):
@@ -173,11 +167,7 @@ def main() -> None:
                   " ".join(f"{diffs[m].mean:+.4f} [{diffs[m].low:+.4f}, {diffs[m].high:+.4f}]"
                            for m in SHOWN))
         report["quality"] = {"queries": len(strata), "backends": quality}
-    report["seconds"] = round(time.perf_counter() - STARTED, 1)
-    say(f"done in {report['seconds']:.0f}s")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-        say(f"numbers saved to {args.json}")
+    finish(report, args.json)
 
 
 if __name__ == "__main__":

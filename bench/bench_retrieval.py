@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import temp_workspace
+from _common import finish, say, temp_workspace
 from retrieval_corpora import CORPUS_NAMES, Corpus, build_corpora
 from retrieval_metrics import METRICS, paired_difference, query_scores, summarize, to_documents
 
@@ -44,11 +42,6 @@ DENSE_SYSTEM = RAGLOOP_MODES["dense"][0]
 BASELINE_DENSE = BASELINES["dense"]
 RRF_K = 60
 SHOWN = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
-STARTED = time.perf_counter()
-
-
-def say(message: str) -> None:
-    print(f"[{time.perf_counter() - STARTED:6.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 # ---- ragloop -----------------------------------------------------------------------------
@@ -495,11 +488,7 @@ def main() -> None:
                              for s, v in overall.items()}
         report["differences"] = {k: {m: e.to_dict() for m, e in v.items()}
                                  for k, v in diffs.items()}
-    report["seconds"] = round(time.perf_counter() - STARTED, 1)
-    say(f"done in {report['seconds']:.0f}s")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1, default=str))
-        say(f"numbers saved to {args.json}")
+    finish(report, args.json)
 
 
 if __name__ == "__main__":
