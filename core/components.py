@@ -163,6 +163,17 @@ class Generator(Component):
         """Yield the answer's text piece by piece as it is generated."""
         raise NotImplementedError
 
+    def generate_many(self, conversations: list[list[dict]], *, max_new_tokens: int = 256,
+                      temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        """Whole answers to several conversations; generators that batch override this. The
+        default generates them one after another. Conversation i is sampled with seed
+        `seed + i` when a seed is given, so equal conversations still give different samples
+        and one seed reproduces the whole list; greedy answers do not depend on the seed."""
+        return ["".join(self.generate(messages, max_new_tokens=max_new_tokens,
+                                      temperature=temperature,
+                                      seed=None if seed is None else seed + i))
+                for i, messages in enumerate(conversations)]
+
     def checkpoint(self) -> str | None:
         """The folder or hub id the model's weights load from, for code that loads the
         model itself (training, merging, compression, distillation) and to check an
