@@ -141,3 +141,41 @@ def m006_create_rating_claims(db):
             created_at TEXT NOT NULL,
             PRIMARY KEY (question_hash, kind, scope)
         )""")
+
+
+@core_migrations()
+def m007_serve_create_tables(db):
+    # `ragloop serve` (core/serve/feedback.py): one row per served answer, search or compare
+    # (its trace id), the raw feedback given against it, and rater tokens (a hash, never the
+    # token). Ratings themselves land in questions/candidates/comparisons/scores as `rate`'s.
+    db.executescript("""
+        CREATE TABLE serve_traces (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('ask', 'search', 'compare')),
+            question TEXT NOT NULL,
+            question_id TEXT REFERENCES questions(id),
+            candidate_id TEXT REFERENCES candidates(id),     -- ask: the served answer
+            candidate_b TEXT REFERENCES candidates(id),      -- compare: the second answer
+            left_candidate TEXT,                             -- compare: the one shown as "a"
+            ask_id TEXT,
+            adapter TEXT,
+            hits_json TEXT NOT NULL,                         -- [[chunk_id, text], ...] as shown
+            cached INTEGER NOT NULL DEFAULT 0,
+            user TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE serve_feedback (
+            id TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL REFERENCES serve_traces(id),
+            value_json TEXT NOT NULL,                        -- the request, as given
+            rater_id TEXT NOT NULL,
+            adapter TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX serve_feedback_trace ON serve_feedback(trace_id);
+        CREATE TABLE serve_tokens (
+            name TEXT PRIMARY KEY,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+    """)
