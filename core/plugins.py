@@ -44,6 +44,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.training.kto",
     "ragloop.plugins.training.orpo",
     "ragloop.plugins.training.sft",
+    "ragloop.plugins.training.sft_dpo",
     "ragloop.plugins.training.reward",
     "ragloop.plugins.training.rlhf",
     "ragloop.plugins.training.distill_logits",

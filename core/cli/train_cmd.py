@@ -95,6 +95,8 @@ def outcome(m: dict) -> str:
         held = (f", held-out loss {m['final_eval_loss']:.4f}"
                 if m.get("final_eval_loss") is not None else "")
         text += f" at the kept step {m['kept_step']}{held}"
+    if m.get("eval_rewards/accuracies") is not None:
+        text += f", held-out reward accuracy {m['eval_rewards/accuracies']:.3f}"
     return text
 
 
@@ -214,6 +216,13 @@ def run_reported(label: str, run, as_json: bool):
                    "the held-out split (see docs/filters.md).")
 @click.option("--filter-option", "filter_options", multiple=True, metavar="NAME.KEY=VALUE",
               help="Option for a filter in the chain, repeatable.")
+@click.option("--search", "search", type=click.IntRange(1), metavar="N", help="Hyper-parameter "
+              "search: N trials (Optuna, the search extra) choosing lr, beta and steps by "
+              "held-out reward accuracy; the best trial's adapter is kept (default "
+              "--eval-split 0.2).")
+@click.option("--search-space", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              metavar="FILE", help="YAML/JSON ranges for --search (KEY: {low, high, log} or "
+                                   "[choices]); default: lr, beta, 1-4 epochs of steps.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--save-steps", type=click.IntRange(1), default=50, show_default=True,
               help="Write a checkpoint every N steps.")
@@ -242,6 +251,11 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
     compress = params.pop("compress")
     if compress:
         _refuse_parallel_compress(compress, params)
+    trials, space_file = params.pop("search"), params.pop("search_space")
+    if space_file and not trials:
+        raise RagloopError("--search-space sets the ranges of --search N; give --search too")
+    if trials:
+        _check_search(resume, params, given, settings)
     if resume:
         if (options or params["data"] or params["rater"] or params["name"]
                 or params["min_agreement"] is not None or params["filters"]):
@@ -258,9 +272,19 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
             filters=params["filters"], filter_options=params["filter_options"],
             compress=compress)
     _configure_backend(ws, job, params)
+    if trials:
+        from ragloop.core.pipeline.training_search import metric_of, search_space
+        from ragloop.core.registry import get_training_method
+        metric_of(get_training_method(job.method))
+        space = search_space(job, space_file, _fixed(given, options))
     for note in job.notes:
         stderr.print(f"Note: {note}.")
-    done = run_reported(job.method, lambda bar: run_training(ws, job, listeners=[bar]), as_json)
+    if trials:
+        done = run_reported(job.method, lambda bar: _search(ws, job, trials, space, bar, as_json),
+                            as_json)
+    else:
+        done = run_reported(job.method, lambda bar: run_training(ws, job, listeners=[bar]),
+                            as_json)
     if done is None:
         return
     result, seconds, loss = done
@@ -272,8 +296,64 @@ def train(ws, ctx, config_file, options, resume, as_json, **params):
                    f"{job.settings.early_stopping} evaluation"
                    f"{'s' * (job.settings.early_stopping != 1)}; the adapter holds step "
                    f"{result.metrics.get('kept_step', steps)}'s weights.")
+    if trials:
+        best = result.metrics["search_best_trial"]
+        click.echo(f"Kept trial {best} of {result.metrics['search_trials']} "
+                   f"({_params(result.record['search']['trials'][best - 1]['params'])}); "
+                   f"all trials: {result.run_dir / 'search.json'}")
     click.echo(f"Run folder: {result.run_dir}")
     click.echo(next_step(job, result.adapter, result.adapter_dir))
+
+
+def _check_search(resume, params: dict, given: set, settings: dict) -> None:
+    """Refuse what --search cannot do, and hold out pairs when no --eval-split was given."""
+    if resume:
+        raise RagloopError("--search runs its trials anew; it cannot --resume a run")
+    if params["backend"] != "local":
+        raise RagloopError(f"--search runs its trials with the local backend; drop "
+                           f"--backend {params['backend']}")
+    if "eval_split" not in given:
+        from ragloop.core.pipeline.training_search import DEFAULT_EVAL_SPLIT
+        settings["eval_split"] = DEFAULT_EVAL_SPLIT
+    elif not settings["eval_split"]:
+        raise RagloopError("--search chooses by held-out reward accuracy; give --eval-split "
+                           "above 0 (default with --search: 0.2)")
+
+
+def _fixed(given: set, options) -> set:
+    """Parameters the command line sets, which the default search space leaves alone."""
+    fixed = {k.split("=", 1)[0].strip() for k in options}
+    if given & {"max_steps", "epochs"}:
+        fixed.add("max_steps")
+    return fixed | {SETTINGS[k] for k in given if k in SETTINGS}
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def _search(ws, job, trials: int, space: dict, bar, quiet: bool):
+    """run_search with a line per trial on stderr: its parameters, then its outcome."""
+    from ragloop.core.pipeline.training_search import run_search
+    label = bar.label
+
+    def on_trial(event, number, params, entry):
+        if event == "start":
+            bar.label = f"{label} trial {number}/{trials}"
+            return
+        if quiet:
+            return
+        if entry["state"] != "complete":
+            stderr.print(f"Trial {number}/{trials} ({_params(params)}) failed: "
+                         f"{entry.get('error', 'see the run record')}", soft_wrap=True)
+            return
+        m = entry["metrics"]
+        loss = f", held-out loss {m['eval_loss']:.4f}" if m.get("eval_loss") is not None else ""
+        stderr.print(f"Trial {number}/{trials} ({_params(params)}): held-out reward accuracy "
+                     f"{entry['value']:.3f}{loss}, {entry['seconds']:.0f}s", soft_wrap=True)
+
+    return run_search(ws, job, trials, space, listeners=[bar], on_trial=on_trial)
 
 
 def next_step(job, name: str, folder) -> str:

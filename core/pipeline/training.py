@@ -29,6 +29,7 @@ first step, such as loading the model), "begin" (step, max_steps), "log" (step, 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,9 @@ def _free_name(ws, name: str | None, method: str) -> str:
             raise RagloopError(f"an adapter named {name!r} exists; choose another --name or "
                                f"`ragloop adapters rm {name}`")
         return name
-    base = f"{method}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    # A method name may hold characters an adapter name may not ("sft+dpo").
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", method)
+    base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     name, n = base, 1
     while (Path(ws.adapters_dir) / name).exists():
         n += 1
@@ -288,6 +291,8 @@ def prepare_resume(ws, run: str = "latest", *, method: str | None = None,
     if still_running(record):
         raise RagloopError(f"run {rid} is still running (process {record['process']['pid']}); "
                            f"wait for it, or stop it, before --resume")
+    if record.get("search"):
+        raise RagloopError(f"run {rid} was a --search; a search is not resumed: start it again")
     if record.get("status") == "succeeded":
         raise RagloopError(f"run {rid} already finished (adapter {record['adapter']['name']!r}); "
                            f"start a new run instead of --resume")

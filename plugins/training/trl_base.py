@@ -191,11 +191,26 @@ def fit(trainer, job) -> dict:
     else:
         output = trainer.train(resume_from_checkpoint=job.resume_from)
         metrics = {k: v for k, v in output.metrics.items() if isinstance(v, (int, float))}
+    metrics.update(_held_out(trainer))
     trainer.save_model(str(job.save_dir))
     # The pickled TrainingArguments belong with checkpoints, not with an adapter.
     (job.save_dir / "training_args.bin").unlink(missing_ok=True)
     metrics.update(global_step=trainer.state.global_step, **_early_stopping(trainer, job))
     return metrics
+
+
+def _held_out(trainer) -> dict:
+    """The held-out metrics of the weights being saved (eval_loss, and for preference methods
+    eval_rewards/accuracies, which `train --search` maximizes): the trainer's own evaluation
+    at the last step when it ran one there, else one evaluation now. Nothing without rows."""
+    if trainer.eval_dataset is None:
+        return {}
+    step = trainer.state.global_step
+    done = [e for e in trainer.state.log_history if e.get("step") == step and "eval_loss" in e]
+    best = trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint
+    logs = done[-1] if done and not best else trainer.evaluate()
+    return {k: v for k, v in logs.items()
+            if k.startswith("eval_") and isinstance(v, (int, float))}
 
 
 def _early_stopping(trainer, job) -> dict:
