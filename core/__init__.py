@@ -21,9 +21,9 @@ _PUBLIC = {
     # base classes: what core calls on each kind of component
     "components": (
         "Component", "NoOptions", "Document", "SkipFile", "Loader", "Chunk", "Chunker",
-        "Embedder", "Store", "Reranker", "Generator", "Comparison", "Verdict", "StopRating",
-        "Rater", "FilterResult", "Filter", "TrainingMethod", "TrainingBackend", "Compressor",
-        "Distiller", "Evaluator", "RowFormat"),
+        "Embedder", "Store", "Reranker", "Generator", "Prompt", "Comparison", "Verdict",
+        "StopRating", "Rater", "FilterResult", "Filter", "TrainingMethod", "TrainingBackend",
+        "Compressor", "Distiller", "Evaluator", "RowFormat"),
     "errors": ("RagloopError",),
     # the workspace and safe writes
     "workspace": ("Workspace", "atomic_write_bytes", "atomic_folder", "replace_folder",

@@ -193,6 +193,38 @@ class Generator(Component):
         raise RagloopError(f"generator {self.name!r} cannot merge adapters")
 
 
+class Prompt(Component):
+    """Turns a question, its retrieved passages and any worked examples into the chat
+    messages a generator answers (`ask --prompt NAME`; `default` is the built-in one).
+
+    Core calls `check()` once, before any model loads; then, per question,
+    `examples(question, searcher)` once and `messages(question, passages, examples)` as
+    often as fitting the context takes: it leaves out examples from the end first, then the
+    lowest-ranked passages, then shortens the last passage. The question must appear in the
+    last message. Notes appended to `self.notes` are shown to the user once and cleared.
+    """
+
+    def __init__(self, config: Any = None, workspace: Any = None):
+        super().__init__(config, workspace)
+        self.notes: list[str] = []
+
+    def check(self) -> None:
+        """Refuse with a RagloopError what cannot work (say, a template without the
+        question), before anything is loaded or generated. The default checks nothing."""
+
+    def examples(self, question: str, searcher: Any) -> list[dict]:
+        """Worked examples to show before `question`, most useful first; each a dict that
+        `messages` understands, whose "provenance" entry (a dict) is logged with the answer.
+        `searcher` is the workspace's `Searcher` (`searcher.index.encode(texts)` embeds
+        with the index's embedder). The default: none."""
+        return []
+
+    def messages(self, question: str, passages: list, examples: list[dict]) -> list[dict]:
+        """The chat messages: `passages` are search hits (`.text`, `.path`, `.heading`),
+        numbered from 1 as the answer cites them."""
+        raise NotImplementedError
+
+
 CHOICES = ("a", "b", "tie", "both-bad")
 
 

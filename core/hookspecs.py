@@ -42,6 +42,11 @@ def register_generators(register):
 
 
 @hookspec
+def register_prompts(register):
+    """Register prompts (question and passages to chat messages): `register(PromptClass)`."""
+
+
+@hookspec
 def register_raters(register):
     """Register raters that compare two candidate answers: `register(RaterClass)`."""
 

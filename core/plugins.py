@@ -30,6 +30,8 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.rerankers.cross_encoder",
     "ragloop.plugins.embedders.sentence_transformers",
     "ragloop.plugins.generators.transformers",
+    "ragloop.plugins.prompts.default",
+    "ragloop.plugins.prompts.few_shot",
     "ragloop.plugins.raters.human",
     "ragloop.plugins.raters.judge",
     "ragloop.plugins.filters.dedup",

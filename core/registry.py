@@ -20,6 +20,7 @@ HOOKS = {
     "store": "register_stores",
     "reranker": "register_rerankers",
     "generator": "register_generators",
+    "prompt": "register_prompts",
     "rater": "register_raters",
     "filter": "register_filters",
     "row format": "register_row_formats",
@@ -75,6 +76,7 @@ def get_embedder(name: str) -> type: return get("embedder", name)
 def get_store(name: str) -> type: return get("store", name)
 def get_reranker(name: str) -> type: return get("reranker", name)
 def get_generator(name: str) -> type: return get("generator", name)
+def get_prompt(name: str) -> type: return get("prompt", name)
 def get_rater(name: str) -> type: return get("rater", name)
 def get_filter(name: str) -> type: return get("filter", name)
 def get_row_format(name: str) -> type: return get("row format", name)

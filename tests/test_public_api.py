@@ -28,6 +28,7 @@ CONTRACT = {
     "Embedder": ["id", "dimension", "count_tokens", "encode"],
     "Store": ["add", "remove", "search", "__len__", "ids", "save", "file_checksum"],
     "Reranker": ["rerank"],
+    "Prompt": ["check", "examples", "messages"],
     "Generator": ["model_id", "context_length", "count_tokens", "render", "generate",
                   "checkpoint", "check", "save_merged"],
     "Rater": ["version", "default_rater_id", "check", "compare"],

@@ -16,6 +16,7 @@ from ragloop.core.pipeline.ask import (
     prepare,
     resolve_adapter,
 )
+from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, load_prompt, route_options
 from ragloop.core.pipeline.search import MODES, Searcher
 from ragloop.core.pipeline.sections import EXPANSIONS
 from ragloop.core.pipeline.session import answer_sources
@@ -32,6 +33,9 @@ from ragloop.core.pipeline.session import answer_sources
 @click.option("--adapter", metavar="NAME", help="LoRA adapter (name or folder); default: the "
               "one chosen with `ragloop adapters use`, else none.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--prompt", "prompt_name", default=DEFAULT_PROMPT, show_default=True,
+              metavar="NAME", help="Prompt plugin: default, few-shot (rated answers to similar "
+              "questions as examples), or an installed one; its options: -o NAME.key=value.")
 @click.option("--compress", metavar="METHOD", help="Quantize the model as it loads, e.g. "
               "torchao-int8-dynamic (see docs/compression.md).")
 @click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
@@ -41,8 +45,8 @@ from ragloop.core.pipeline.session import answer_sources
 @options_option
 @click.option("--json", "as_json", is_flag=True, help="Output JSON (implies --no-stream).")
 @pass_workspace
-def ask(ws, question, k, mode, expand, adapter, generator, compress, max_new_tokens, temperature,
-        seed, no_stream, options, as_json):
+def ask(ws, question, k, mode, expand, adapter, generator, prompt_name, compress, max_new_tokens,
+        temperature, seed, no_stream, options, as_json):
     """Answer a question from your documents, with citations.
 
     Retrieves passages, streams an answer that cites them as [n], lists the sources,
@@ -53,6 +57,8 @@ def ask(ws, question, k, mode, expand, adapter, generator, compress, max_new_tok
     adapter_path = resolve_adapter(ws, adapter)
     if temperature < 0:
         raise click.BadParameter("must be 0 or more", param_hint="--temperature")
+    routed, options = route_options(options, [prompt_name])
+    prompt = load_prompt(ws, prompt_name, routed[prompt_name])
     model = load_generator(ws, generator, options, adapter_path, compress)
     _check_before_loading(model)
     # Status lines on stderr while nothing else shows (a spinner on a terminal); both end
@@ -61,7 +67,7 @@ def ask(ws, question, k, mode, expand, adapter, generator, compress, max_new_tok
         model.context_length
     with status("Retrieving passages"):
         answer = prepare(ws, question, model, k=k, mode=mode, max_new_tokens=max_new_tokens,
-                         searcher=searcher, expand=expand)
+                         searcher=searcher, expand=expand, prompt=prompt)
     for note in answer.prompt.notes:
         stderr.print(f"Note: {note}.")
     stream = not (no_stream or as_json)

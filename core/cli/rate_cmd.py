@@ -14,6 +14,7 @@ from ragloop.core.components import StopRating
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline import rating_questions
 from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
+from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, route_options
 from ragloop.core.pipeline.rating import Session, Settings, load_rater
 
 
@@ -38,13 +39,16 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
               help="Sampling temperature for --candidates sample.")
 @click.option("--max-new-tokens", default=256, show_default=True, help="Longest answer, in tokens.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--prompt", "prompt_name", default=DEFAULT_PROMPT, show_default=True,
+              metavar="NAME", help="Prompt plugin for both answers (see `ragloop ask --prompt`); "
+              "its options: -o NAME.key=value.")
 @click.option("--compress", metavar="METHOD", help="Quantize the model as it loads, e.g. "
               "torchao-int8-dynamic (see docs/compression.md).")
 @options_option
 @pass_workspace
 @click.pass_context
 def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, scores,
-         passages, k, temperature, max_new_tokens, generator, compress, options):
+         passages, k, temperature, max_new_tokens, generator, prompt_name, compress, options):
     """Compare pairs of answers to build preference data.
 
     For each question: retrieve passages, generate two answers, show them side by side in
@@ -58,9 +62,11 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     if compress:               # a generator option, so sessions record it with the others
         registry.get_compressor(compress)
         options = (*options, f"compress={compress}")
+    routed, options = route_options(options, [prompt_name])
     settings = Settings(candidates, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                         scores=scores, passages=passages, generator=generator,
-                        generator_options=tuple(options))
+                        generator_options=tuple(options), prompt=prompt_name,
+                        prompt_options=tuple(f"{prompt_name}.{o}" for o in routed[prompt_name]))
     rater_plugin = load_rater(rater, ws)
     rater_plugin.check()
     if questions_file:

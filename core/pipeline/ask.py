@@ -72,18 +72,20 @@ class Answer:
 
 def prepare(ws, question: str, generator, *, k: int = 4, mode: str = "hybrid",
             max_new_tokens: int = 256, searcher: Searcher | None = None,
-            expand: str = "chunk") -> Answer:
+            expand: str = "chunk", prompt=None) -> Answer:
+    """`prompt`: a prompt plugin (core.pipeline.prompt.load_prompt); None: the default."""
     if not question.strip():
         raise RagloopError("the question is empty")
     started = time.perf_counter()
     searcher = searcher or Searcher(ws)
     hits = searcher.search(question, k=k, mode=mode, expand=expand)
     retrieved = time.perf_counter()
-    prompt = build_prompt(question, hits, generator, max_new_tokens)
+    rag = build_prompt(question, hits, generator, max_new_tokens, prompt, searcher)
     params = {"k": k, "mode": mode, "max_new_tokens": max_new_tokens}
     if expand != "chunk":           # logs of asks without it stay as they were
         params["expand"] = expand
-    answer = Answer(question, prompt, params=params)
+    params.update(rag.provenance)   # the prompt and its examples, unless the default
+    answer = Answer(question, rag, params=params)
     answer.scores = [h.score for h in hits]
     answer.timings = {"retrieve_s": round(retrieved - started, 4),
                       "prompt_s": round(time.perf_counter() - retrieved, 4)}

@@ -36,6 +36,7 @@ from ragloop.core.pipeline.ask import (
     prepare,
     resolve_adapter,
 )
+from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, load_prompt, route_options
 from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.pipeline.search import Searcher
@@ -43,6 +44,7 @@ from ragloop.core.workspace import utcnow, write_transaction
 
 SAMPLE = "sample"
 BASE_VS_ADAPTER = "base-vs-adapter"
+PROMPTS = "prompts"           # eval --baseline-prompt: one model, a: baseline_prompt, b: prompt
 MAX_COMMENT_CHARS = 2000
 POLL_SECONDS = 0.2            # how often a session waiting for another's pair looks again
 
@@ -58,10 +60,14 @@ class Settings:
     passages: bool = False
     generator: str = DEFAULT_GENERATOR
     generator_options: tuple[str, ...] = ()
+    prompt: str = DEFAULT_PROMPT       # prompt plugin (--prompt); part of the pair-reuse key
+    prompt_options: tuple[str, ...] = ()      # -o NAME.key=value for the prompts
+    baseline_prompt: str | None = None        # PROMPTS[:ADAPTER]: answer a's prompt
 
     def __post_init__(self):
         kind, _, name = self.candidates.partition(":")
-        if not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())):
+        if not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())
+                or (kind == PROMPTS and self.baseline_prompt)):
             raise RagloopError(f"--candidates {self.candidates!r} is not understood; use "
                                f"sample or base-vs-adapter:NAME")
         if kind == SAMPLE and self.temperature <= 0:
@@ -121,7 +127,17 @@ class Session:
         """Everything that can fail for want of an index, model or adapter, before any write."""
         self.searcher.require_index()
         s = self.settings
-        if s.kind == SAMPLE:
+        names = [s.baseline_prompt or s.prompt, s.prompt]
+        routed, _ = route_options(s.prompt_options, names)
+        prompt = load_prompt(self.ws, s.prompt, routed[s.prompt])
+        self.prompts = [load_prompt(self.ws, names[0], routed[names[0]])
+                        if s.kind == PROMPTS else prompt, prompt]
+        if s.kind == PROMPTS:       # one model (with the adapter named, if any), greedy
+            name = s.candidates.partition(":")[2].strip()
+            adapter = resolve_adapter(self.ws, name) if name else None
+            gen = load_generator(self.ws, s.generator, s.generator_options, adapter)
+            self.generators, self.adapters = [gen, gen], [adapter, adapter]
+        elif s.kind == SAMPLE:
             adapter = resolve_adapter(self.ws, None)
             gen = load_generator(self.ws, s.generator, s.generator_options, adapter)
             self.generators, self.adapters = [gen, gen], [adapter, adapter]
@@ -164,6 +180,8 @@ class Session:
                "temperature": s.temperature if s.kind == SAMPLE else 0.0,
                "models": [g.model_id for g in self.generators], "adapters": self.adapter_ids,
                "index_version": self.index_version}
+        if s.prompt != DEFAULT_PROMPT or s.kind == PROMPTS or s.prompt_options:
+            key["prompts"] = [s.baseline_prompt or s.prompt, s.prompt, sorted(s.prompt_options)]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     # ---- what is done ------------------------------------------------------------------
@@ -321,12 +339,17 @@ class Session:
     def _generate(self, question: Question):
         s = self.settings
         base = prepare(self.ws, question.text, self.generators[0], k=s.k, mode=s.mode,
-                       max_new_tokens=s.max_new_tokens, searcher=self.searcher)
+                       max_new_tokens=s.max_new_tokens, searcher=self.searcher,
+                       prompt=self.prompts[0])
         temperature = s.temperature if s.kind == SAMPLE else 0.0
         pair_id, rows = new_id(), []
-        for slot, gen, adapter_id, seed in zip("ab", self.generators, self.adapter_ids,
-                                               self._seeds()):
-            answer = replace(base, params=dict(base.params), timings=dict(base.timings))
+        for slot, gen, adapter_id, seed, prompt in zip("ab", self.generators, self.adapter_ids,
+                                                       self._seeds(), self.prompts):
+            answer = (replace(base, params=dict(base.params), timings=dict(base.timings))
+                      if prompt is self.prompts[0] else
+                      prepare(self.ws, question.text, gen, k=s.k, mode=s.mode,
+                              max_new_tokens=s.max_new_tokens, searcher=self.searcher,
+                              prompt=prompt))
             for _ in generate(answer, gen, temperature=temperature, seed=seed):
                 pass
             passages = answer.prompt.passages
