@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.prompts.few_shot",
     "ragloop.plugins.raters.human",
     "ragloop.plugins.raters.judge",
+    "ragloop.plugins.raters.llm_judge",
     "ragloop.plugins.filters.dedup",
     "ragloop.plugins.filters.quality",
     "ragloop.plugins.filters.pii",

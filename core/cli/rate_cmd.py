@@ -26,7 +26,8 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Rate at most N items this session.")
 @click.option("--rater", default="human", show_default=True,
-              help="Rater plugin: human, judge, or an installed one.")
+              help="Rater plugin: human, judge, llm-judge, or an installed one; its options: "
+              "-o rater.key=value.")
 @click.option("--rater-id", metavar="ID", help="Who is rating; default: your user name for "
               "human, judge@VERSION for the judge.")
 @click.option("--candidates", default="sample", show_default=True, metavar="KIND",
@@ -62,12 +63,12 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     if compress:               # a generator option, so sessions record it with the others
         registry.get_compressor(compress)
         options = (*options, f"compress={compress}")
-    routed, options = route_options(options, [prompt_name])
+    routed, options = route_options(options, [prompt_name, "rater"])
     settings = Settings(candidates, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                         scores=scores, passages=passages, generator=generator,
                         generator_options=tuple(options), prompt=prompt_name,
                         prompt_options=tuple(f"{prompt_name}.{o}" for o in routed[prompt_name]))
-    rater_plugin = load_rater(rater, ws)
+    rater_plugin = load_rater(rater, ws, routed["rater"])
     rater_plugin.check()
     if questions_file:
         questions = rating_questions.from_file(questions_file)

@@ -98,9 +98,10 @@ class Outcome:
     seconds: float
 
 
-def load_rater(name: str, workspace=None) -> Rater:
+def load_rater(name: str, workspace=None, options=()) -> Rater:
+    """The rater plugin `name` with its options (`-o rater.key=value`, prefix removed)."""
     cls = registry.get_rater(name)
-    return cls(build_config(cls.Config, (), name), workspace=workspace)
+    return cls(build_config(cls.Config, options, name), workspace=workspace)
 
 
 class Session:
