@@ -129,6 +129,52 @@ class Store(Component):
         """The checksum of what is on disk now (None when nothing is), same scheme as save()."""
         raise NotImplementedError
 
+    # Optional, with defaults: a store on a database server that several workspaces share
+    # also keeps each chunk's text, so it answers full-text search and returns chunks that
+    # another workspace indexed (the pgvector store does).
+    holds_text = False
+
+    def vectors(self, ids: Sequence[int]):
+        """The stored vectors of `ids`, in that order (`ragloop store copy`)."""
+        raise NotImplementedError
+
+    def new_ids(self, n: int) -> list[int] | None:
+        """`n` fresh chunk ids unique across everything the store holds; None (the default)
+        lets the workspace database number its chunks."""
+        return None
+
+    def bind(self, embedder_id: str) -> None:
+        """Refuse (or record) the embedder whose vectors the store holds; a shared store
+        checks it here, a file in the workspace needs nothing."""
+
+    def clear(self) -> None:
+        """Drop this workspace's vectors before a rebuild (`index --repair`)."""
+
+    @classmethod
+    def recorded_options(cls, pairs: list[str]) -> list[str]:
+        """The `key=value` options as the workspace may record them (secrets removed)."""
+        return pairs
+
+    def describe(self) -> dict:
+        """What `ragloop store info` prints about the store beyond its vector count."""
+        return {}
+
+    def text_search(self, query: str, n: int, glob: str | None = None) -> list[tuple[int, float]]:
+        """A holds_text store: BM25-ranked (chunk id, score), best first."""
+        raise NotImplementedError
+
+    def dense_search(self, vector, n: int, glob: str | None = None) -> list[tuple[int, float]]:
+        """A holds_text store: nearest (chunk id, score) among chunks whose path matches."""
+        raise NotImplementedError
+
+    def chunk_rows(self, ids: Sequence[int]) -> dict[int, tuple]:
+        """A holds_text store: id -> (path, heading, start_line, end_line, text)."""
+        raise NotImplementedError
+
+    def chunk_total(self) -> int:
+        """A holds_text store: chunks held for every workspace that shares it."""
+        raise NotImplementedError
+
 
 class Reranker(Component):
     """Reorders search hits (objects with .text and .score) for a query, best first."""
@@ -272,6 +318,9 @@ class Rater(Component):
     """
 
     version: ClassVar[str] = ""
+    # True for a rater that waits on a person: `rate` then generates the next item's answers
+    # while this one is on screen, so the person does not wait for them.
+    interactive: ClassVar[bool] = False
 
     def default_rater_id(self) -> str:
         """Who is rating, when the user gives no --rater-id."""
