@@ -24,9 +24,7 @@ def test_human_win_rate_quit_then_resume(rated, tmp_path, ragloop_home):  # noqa
     child = spawn(args)
     child.expect_exact(NEW[0])
     child.expect_exact("Which is better? ")
-    child.send("a")
-    child.expect_exact("Comment (Enter to skip): ")
-    child.send("\r")
+    child.send("a")                        # one key records it: no comment prompt
     child.expect_exact(NEW[1])
     child.expect_exact("Which is better? ")
     child.send("q")
@@ -43,8 +41,6 @@ def test_human_win_rate_quit_then_resume(rated, tmp_path, ragloop_home):  # noqa
     child.expect_exact(NEW[1])             # the first one is not asked again
     child.expect_exact("Which is better? ")
     child.send("t")
-    child.expect_exact("Comment (Enter to skip): ")
-    child.send("\r")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0, child.before

@@ -58,9 +58,7 @@ def test_kill_9_loses_nothing_and_the_next_run_resumes_at_the_fourth(tmp_path, w
     for n, key in enumerate("abt", 1):
         child.expect_exact(QUESTIONS[n - 1])
         child.expect_exact(PROMPT)
-        child.send(key)
-        child.expect_exact("Comment (Enter to skip): ")
-        child.send("\r")
+        child.send(key)                    # one key records the verdict
         child.expect_exact(f"Saved {n}/5: ")
     child.expect_exact(QUESTIONS[3])
     child.expect_exact(PROMPT)
@@ -81,8 +79,6 @@ def test_kill_9_loses_nothing_and_the_next_run_resumes_at_the_fourth(tmp_path, w
     child.expect_exact(QUESTIONS[3])
     child.expect_exact(PROMPT)
     child.send("n")
-    child.expect_exact("Comment (Enter to skip): ")
-    child.send("\r")
     child.expect_exact("Saved 1/2: both-bad")
     child.expect_exact(QUESTIONS[4])
     child.expect_exact(PROMPT)
@@ -104,12 +100,16 @@ def test_unknown_key_reprompts_and_scores_passages_comment_are_stored(tmp_path, 
     child.expect_exact("Passages (e: expand)")
     child.expect_exact(PROMPT)
     child.send("x")
-    child.expect_exact("'x' is not a key here; press one of: a, b, t, n, s, e, q, ?")
+    child.expect_exact("'x' is not a key here; press one of: a, b, t, n, s, c, e, q, ?")
     child.expect_exact(PROMPT)
     child.send("?")
     child.expect_exact("t  tie: equally good")
     child.send("e")
     child.expect_exact("1/1")
+    child.expect_exact(PROMPT)
+    child.send("c")                        # a comment only when asked for, before the verdict
+    child.expect_exact("Comment (Enter when done): ")
+    child.send("too vague\r")
     child.expect_exact(PROMPT)
     child.send("b")
     child.expect_exact("Score for A (1-5): ")
@@ -123,8 +123,6 @@ def test_unknown_key_reprompts_and_scores_passages_comment_are_stored(tmp_path, 
         child.expect_exact(f"Is passage [{n}] relevant? (y/n): ")
         marks.append("yn"[n - 1])
         child.send(marks[-1])
-    child.expect_exact("Comment (Enter to skip): ")
-    child.send("too vague\r")
     child.expect_exact("Saved 1/1: b")
     child.expect(pexpect.EOF)
     child.close()
@@ -188,15 +186,15 @@ def test_keys_typed_ahead_with_enter_are_taken(tmp_path, workspace):
     child.send("a\r")
     child.expect_exact(PROMPT)
     refused = "is not a key here"
-    assert child.expect_exact(["Comment (Enter to skip): ", refused]) == 0, child.before
-    child.send("\r")
-    child.expect_exact("Saved 1/5: ")
+    assert child.expect_exact(["Saved 1/5: ", refused]) == 0, child.before
     child.expect_exact(QUESTIONS[1])
     child.expect_exact(PROMPT)
-    child.send("b\r")                      # at the prompt, one write: one read
-    assert child.expect_exact(["Comment (Enter to skip): ", refused]) == 0, child.before
+    child.send("c")
+    child.expect_exact("Comment (Enter when done): ")
     child.send("fine\r")
-    child.expect_exact("Saved 2/5: ")
+    child.expect_exact(PROMPT)
+    child.send("b\r")                      # at the prompt, one write: one read
+    assert child.expect_exact(["Saved 2/5: ", refused]) == 0, child.before
     # Ctrl-D typed while the third answers are generated reaches the rater as a NUL.
     child.sendeof()
     assert child.expect_exact(["Stopped (end of input): 2 rated this session as tester",

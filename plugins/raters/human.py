@@ -1,7 +1,8 @@
 """The `human` rater: you, at the terminal. Shows the question, the passages (shortened; `e`
 expands them) and the two answers side by side (stacked when the terminal is narrow), and
 reads single key presses without Enter (keys typed ahead, say a key and Enter, are taken in
-order). Plain text when stdout is not a terminal."""
+order). A verdict key records the item at once; a comment is asked for only after `c`.
+Plain text when stdout is not a terminal."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from ragloop.core import Comparison, RagloopError, Rater, StopRating, Verdict, h
 CHOICE_KEYS = {"a": "a", "b": "b", "t": "tie", "n": "both-bad", "s": None}
 HELP = [("a", "the left answer, A, is better"), ("b", "the right answer, B, is better"),
         ("t", "tie: equally good"), ("n", "both bad"), ("s", "skip this one"),
+        ("c", "write a comment first (then press the verdict key)"),
         ("e", "expand or shorten the passages"), ("q", "quit; this item is not stored"),
         ("?", "this help")]
-KEYS_LINE = "a: A  b: B  t: tie  n: both bad  s: skip  e: expand  q: quit  ?: help"
+KEYS_LINE = ("a: A  b: B  t: tie  n: both bad  s: skip  c: comment  e: expand  q: quit  "
+             "?: help")
 SHORT_PASSAGE = 160        # characters of each passage before `e`
 SIDE_BY_SIDE = 70          # narrower terminals get the answers one above the other
 MAX_COMMENT = 2000
@@ -177,7 +180,8 @@ class Screen:
 
 class HumanRater(Rater):
     name = "human"
-    description = "You, at the terminal: single keys, optional 1-5 scores, passage marks, comment."
+    description = ("You, at the terminal: one key per verdict, optional 1-5 scores, passage "
+                   "marks, comment (c).")
 
     def check(self) -> None:
         if not sys.stdin.isatty():
@@ -197,16 +201,24 @@ class HumanRater(Rater):
 
     def compare(self, item: Comparison) -> Verdict:
         self.screen, self.keys = Screen(), Keyboard(sys.stdin.fileno())
-        expanded = False
+        expanded, comment = False, ""
         self.screen.show(item, expanded)
         while True:
-            key = self._ask("Which is better? ", "abtnseq?")
+            key = self._ask("Which is better? ", "abtnsceq?")
             if key == "?":
                 for k, what in HELP:
                     self.screen.write(f"  {k}  {what}")
             elif key == "e":
                 expanded = not expanded
                 self.screen.show(item, expanded)
+            elif key == "c":
+                # One key per verdict: the comment prompt appears only when asked for.
+                self.screen.write("Comment (Enter when done): ", end="")
+                typed = self.keys.line(lambda text: self.screen.write(text, end=""))
+                comment = (typed or "").strip()
+                if len(comment) > MAX_COMMENT:
+                    self.screen.write(f"The comment was cut to {MAX_COMMENT} characters.")
+                    comment = comment[:MAX_COMMENT]
             else:
                 break
         choice = CHOICE_KEYS[key]
@@ -216,11 +228,7 @@ class HumanRater(Rater):
                        for side in "AB") if item.ask_scores else None
         relevant = [self._ask(f"Is passage [{i}] relevant? (y/n): ", "ynq") == "y"
                     for i in range(1, len(item.passages) + 1)] if item.ask_passages else None
-        self.screen.write("Comment (Enter to skip): ", end="")
-        comment = (self.keys.line(lambda text: self.screen.write(text, end="")) or "").strip()
-        if len(comment) > MAX_COMMENT:
-            self.screen.write(f"The comment was cut to {MAX_COMMENT} characters.")
-        return Verdict(choice, scores, relevant, comment[:MAX_COMMENT])
+        return Verdict(choice, scores, relevant, comment)
 
     def _ask(self, prompt: str, valid: str) -> str:
         """Read keys until a valid one; q anywhere quits, end of input stops cleanly."""
