@@ -43,12 +43,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(base URL, workspace home) of a `ragloop serve` process with a tiny generator."""
+    """(base URL, workspace home, token) of a `ragloop serve` process with a tiny generator
+    that takes only rater tokens: the page passes its `?token=` on."""
     home = tmp_path_factory.mktemp("serve-page-home")
     docs = tmp_path_factory.mktemp("serve-page-docs")
     for i in range(4):
         (docs / f"doc{i}.md").write_text(f"# Part {i}\n\n" + PASSAGE * 3)
     run("--home", home, "index", docs, *emb())
+    token = run("--home", home, "serve", "token", "add", "alice").stdout.strip()
     port = free_port()
     log = open(home / "serve.log", "wb")
     server = subprocess.Popen(
@@ -67,7 +69,7 @@ def served(tmp_path_factory):
             except OSError:
                 assert time.monotonic() < deadline, "serve did not start in 300 s"
                 time.sleep(0.5)
-        yield base, home
+        yield base, home, token
     finally:
         server.terminate()
         try:
@@ -93,7 +95,7 @@ def page(browser, served):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(served[0] + "/")
+    page.goto(f"{served[0]}/?token={served[2]}")
     page.wait_for_selector("body[data-ready=true]")
     yield page
     context.close()
@@ -114,7 +116,7 @@ def ask(page, question):
 
 
 def test_ask_streams_the_answer_with_sources_and_keys_rate_it(page, served, tmp_path_factory):
-    base, home = served
+    base, home, _ = served
     expect(page.locator("#question")).to_be_focused()
     # Record what the answer box held each time it changed: the sources must be there
     # while the answer is still coming, and the answer must arrive in more than one piece.
@@ -152,11 +154,11 @@ def test_ask_streams_the_answer_with_sources_and_keys_rate_it(page, served, tmp_
     expect(page.locator("#thumbs-up")).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#thumbs-down")).to_have_attribute("aria-pressed", "false")
     expect(page.locator('input[name="score"][value="4"]')).to_be_checked()
-    scores = rows(home, "select s.score, s.rater from scores s join serve_traces t "
+    scores = rows(home, "select s.score, s.rater_id from scores s join serve_traces t "
                         "on t.candidate_id = s.candidate_id where t.id = ? "
                         "order by s.created_at, s.rowid", [trace])
-    assert [(s["score"], s["rater"]) for s in scores] == [(1, "serve"), (5, "serve"),
-                                                          (4, "serve")]
+    assert [(s["score"], s["rater_id"]) for s in scores] == [(1, "alice"), (5, "alice"),
+                                                             (4, "alice")]
     kinds = [json.loads(f["value_json"]) for f in rows(
         home, "select value_json from serve_feedback where trace_id = ? order by rowid",
         [trace])]
@@ -169,7 +171,7 @@ def test_ask_streams_the_answer_with_sources_and_keys_rate_it(page, served, tmp_
 
 
 def test_a_correction_passage_marks_and_a_comment_land(page, served):
-    base, home = served
+    base, home, _ = served
     trace = ask(page, WIDGETS)
     page.get_by_role("button", name="Source 1: relevant").click()
     page.get_by_role("button", name="Source 2: not relevant").click()
@@ -206,7 +208,19 @@ def test_a_correction_passage_marks_and_a_comment_land(page, served):
 
 
 def test_errors_show_in_one_line_and_model_text_is_never_markup(page, served):
-    base, home = served
+    base, home, _ = served
+    # Without the token the server refuses, and the page says why in one line.
+    bare = page.context.new_page()
+    bare.goto(base + "/")
+    bare.wait_for_selector("body[data-ready=true]")
+    bare.keyboard.type(WIDGETS)
+    bare.keyboard.press("Enter")
+    expect(bare.locator("#error")).to_have_text(
+        "Error: this server needs a token: send Authorization: Bearer TOKEN")
+    expect(bare.locator("#answer")).to_be_empty()
+    expect(bare.locator("#ask-button")).to_be_enabled()
+    bare.close()
+
     ask(page, WIDGETS)
     # Nothing to send: said on the page, nothing sent.
     before = len(rows(home, "select id from serve_feedback"))
@@ -225,7 +239,7 @@ def test_errors_show_in_one_line_and_model_text_is_never_markup(page, served):
         'See [2] <img src=x onerror="window.hacked=1"> and [9].', ask.sources.length, "ask")""")
     expect(page.locator("#answer")).to_have_text(
         'See [2] <img src=x onerror="window.hacked=1"> and [9].')
-    assert page.locator("#answer img").count() == 0
+    assert page.locator("#answer img").count() == 0 and page.evaluate("window.hacked") is None
     assert page.locator("#answer .cite").count() == 1      # [9] names no shown source
     page.locator("#answer .cite").click()
     expect(page.locator("#ask-source-2")).to_have_class(re.compile(r"\bhighlight\b"))
@@ -234,7 +248,7 @@ def test_errors_show_in_one_line_and_model_text_is_never_markup(page, served):
 
 
 def test_rating_two_answers_from_the_keyboard_lands_a_verdict(page, served):
-    base, home = served
+    base, home, _ = served
     before = {r["id"] for r in rows(home, "select id from comparisons")}
     page.locator("#tab-ask").focus()
     page.keyboard.press("ArrowRight")
@@ -260,7 +274,7 @@ def test_rating_two_answers_from_the_keyboard_lands_a_verdict(page, served):
     page.locator("#compare-button").focus()
     page.keyboard.press("a")
     new = [r for r in rows(home, "select * from comparisons") if r["id"] not in before]
-    assert len(new) == 1 and new[0]["rater"] == "serve"
+    assert len(new) == 1 and (new[0]["rater"], new[0]["rater_id"]) == ("serve", "alice")
     (row,) = new
     texts = {r["id"]: r["text"] for r in rows(
         home, "select id, text from candidates where id in (?, ?)",
