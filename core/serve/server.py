@@ -41,7 +41,7 @@ def is_local(host: str) -> bool:
 
 def check_exposure(ws, host: str, token: str | None) -> None:
     """Anywhere but this machine needs tokens: a --token, or rater tokens in the workspace."""
-    if is_local(host) or token or ws.db["serve_tokens"].count():
+    if is_local(host) or token or ws.db["serve_tokens"].count:
         return
     raise RagloopError(f"--host {host} would let other machines in without a token; give "
                        f"--token T, or add rater tokens with `ragloop serve token add NAME`, "
