@@ -76,6 +76,9 @@ class TransformersConfig:
     compress: str | None = field(default=None, metadata={
         "help": "Quantize on load with this compressor, e.g. torchao-int8-dynamic "
                 "(`ragloop compress` lists them); a folder it wrote applies its own."})
+    batch_size: int = field(default=8, metadata={
+        "help": "Conversations generated together by generate_many (candidates to rate, "
+                "samples, evaluation questions); 1 generates them one after another."})
 
     def __post_init__(self):
         if not self.model.strip():
@@ -85,6 +88,8 @@ class TransformersConfig:
         if self.context_length < 0:
             raise ValueError(f"context_length must be 0 (automatic) or positive, "
                              f"got {self.context_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 class TransformersGenerator(Generator):
@@ -103,6 +108,7 @@ class TransformersGenerator(Generator):
         self.dtype = None
         self.load_seconds: float | None = None
         self.last_generation: dict = {}
+        self.last_generations: list[dict] = []    # one per answer of the last generate_many
         self.compressed: str | None = None      # summary of the compression applied on load
 
     # ---- loading ------------------------------------------------------------------------
@@ -310,32 +316,13 @@ class TransformersGenerator(Generator):
                  temperature: float = 0.0, seed: int | None = None) -> Iterator[str]:
         import torch
 
-        if max_new_tokens < 1:
-            raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
         model, tokenizer = self.model, self.tokenizer
-        prompt_ids = self._encode(self.render(messages))
-        room = self.context_length - len(prompt_ids)
-        if room < 1:
-            raise RagloopError(f"the prompt is {len(prompt_ids)} tokens but the model's context "
-                               f"is {self.context_length}; shorten the question or use fewer "
-                               f"passages")
-        max_new_tokens = min(max_new_tokens, room)
-        sample = temperature > 0
-        if sample and seed is None:
-            # Record a seed even when none was asked for, so any sampled answer can be re-made.
-            seed = random.SystemRandom().randrange(2**31)
+        prompt_ids, max_new_tokens = self._request([messages], max_new_tokens, temperature)[0]
+        sample, seed = sampling(temperature, seed)
         eos = self._eos_ids()
         input_ids = torch.tensor([prompt_ids], device=self.device)
         kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                      max_new_tokens=max_new_tokens, eos_token_id=eos,
-                      pad_token_id=eos[0] if tokenizer.pad_token_id is None
-                      else tokenizer.pad_token_id,
-                      # Explicit, so sampling defaults in a model's generation_config never
-                      # turn a greedy request into a sampled one.
-                      do_sample=sample, temperature=temperature if sample else None,
-                      top_p=TOP_P if sample else None, top_k=0 if sample else None)
+                      max_new_tokens=max_new_tokens, **self._decoding(eos, temperature))
         if sample:
             torch.manual_seed(seed)
         outcome: dict = {}
@@ -361,6 +348,100 @@ class TransformersGenerator(Generator):
             }
             if self.compressed:
                 self.last_generation["compressed"] = self.compressed
+
+    def _request(self, conversations, max_new_tokens: int, temperature: float):
+        """[(prompt ids, new tokens that fit)] per conversation; bad requests refused."""
+        if max_new_tokens < 1:
+            raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if temperature < 0:
+            raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
+        out = []
+        for messages in conversations:
+            prompt_ids = self._encode(self.render(messages))
+            room = self.context_length - len(prompt_ids)
+            if room < 1:
+                raise RagloopError(f"the prompt is {len(prompt_ids)} tokens but the model's "
+                                   f"context is {self.context_length}; shorten the question "
+                                   f"or use fewer passages")
+            out.append((prompt_ids, min(max_new_tokens, room)))
+        return out
+
+    def _decoding(self, eos: list[int], temperature: float) -> dict:
+        sample = temperature > 0
+        pad = self.tokenizer.pad_token_id
+        return dict(eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad,
+                    # Explicit, so sampling defaults in a model's generation_config never
+                    # turn a greedy request into a sampled one.
+                    do_sample=sample, temperature=temperature if sample else None,
+                    top_p=TOP_P if sample else None, top_k=0 if sample else None)
+
+    def generate_many(self, conversations: list[list[dict]], *, max_new_tokens: int = 256,
+                      temperature: float = 0.0, seed: int | None = None) -> list[str]:
+        """Whole answers, `batch_size` conversations per `model.generate` call: left-padded
+        to one length (similar lengths together), so each weight read from memory serves
+        every answer of the batch. Greedy answers are those `generate` gives one by one;
+        sampled ones draw from one generator seeded once per call (`seed`), not per answer.
+        `last_generations` describes each answer as `last_generation` does one."""
+        import torch
+        if not conversations:
+            return []
+        requests = self._request(conversations, max_new_tokens, temperature)
+        sample, seed = sampling(temperature, seed)
+        if sample:
+            torch.manual_seed(seed)
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+        size = self.config.batch_size
+        answers: list[str] = [""] * len(requests)
+        records: list[dict] = [{}] * len(requests)
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            for i, (text, record) in zip(chunk, self._batch([requests[i] for i in chunk],
+                                                            temperature)):
+                answers[i] = text
+                records[i] = {**record, "seed": seed, "batch": len(chunk)}
+        self.last_generations = records
+        return answers
+
+    def _batch(self, requests, temperature: float) -> list[tuple[str, dict]]:
+        import torch
+        model, tokenizer = self.model, self.tokenizer
+        eos = self._eos_ids()
+        decoding = self._decoding(eos, temperature)
+        pad = decoding["pad_token_id"]
+        width = max(len(ids) for ids, _ in requests)
+        max_new = max(room for _, room in requests)
+        rows = [[pad] * (width - len(ids)) + ids for ids, _ in requests]
+        masks = [[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in requests]
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(input_ids=torch.tensor(rows, device=self.device),
+                                    attention_mask=torch.tensor(masks, device=self.device),
+                                    max_new_tokens=max_new, **decoding)
+        seconds = time.perf_counter() - started
+        done = []
+        for row, (ids, room) in zip(output[:, width:].tolist(), requests):
+            new = row[:room]
+            stop = "length"
+            for at, token in enumerate(new):
+                if token in eos:
+                    new, stop = new[:at + 1], "eos"
+                    break
+            done.append((tokenizer.decode(new, skip_special_tokens=True), {
+                "temperature": temperature, "do_sample": temperature > 0,
+                "top_p": TOP_P if temperature > 0 else None, "max_new_tokens": room,
+                "prompt_tokens": len(ids), "new_tokens": len(new), "stop": stop,
+                "seconds": round(seconds, 3),
+                **({"compressed": self.compressed} if self.compressed else {})}))
+        return done
+
+
+def sampling(temperature: float, seed: int | None) -> tuple[bool, int | None]:
+    """(whether to sample, the seed): a sampled answer always records a seed, drawn here
+    when none was asked for, so it can be made again."""
+    sample = temperature > 0
+    if sample and seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    return sample, seed
 
 
 @hookimpl
