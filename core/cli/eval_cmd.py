@@ -1,4 +1,5 @@
-"""`ragloop eval`: evaluate an adapter against its base model, and the retrieval under it."""
+"""`ragloop eval`: evaluate an adapter against its base model, or a prompt against another,
+and the retrieval under it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ragloop.core.cli.progress import progress_bar, stderr
 from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
 from ragloop.core.pipeline.evaluation import EvalSettings, prepare_eval, run_eval
 from ragloop.core.pipeline.evaluation_report import summary_line
+from ragloop.core.pipeline.prompt import DEFAULT_PROMPT
 
 
 @cli.command("eval")
@@ -34,28 +36,37 @@ from ragloop.core.pipeline.evaluation_report import summary_line
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True,
               help="Longest answer, in tokens.")
 @click.option("--generator", default=DEFAULT_GENERATOR, show_default=True, help="Generator plugin.")
+@click.option("--prompt", "prompt_name", default=DEFAULT_PROMPT, show_default=True,
+              metavar="NAME", help="Prompt plugin the answers are given with (see `ragloop ask "
+              "--prompt`); its options: -o NAME.key=value.")
+@click.option("--baseline-prompt", metavar="NAME", help="Compare --prompt against this prompt "
+              "on one model (the adapter given or chosen, else none) instead of the adapter "
+              "against its base: winrate and correctness.")
 @click.option("--compress", metavar="METHOD", help="Quantize both models as they load, e.g. "
               "torchao-int8-dynamic (see docs/compression.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @options_option
 @pass_workspace
 def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, limit, k,
-                 max_new_tokens, generator, compress, as_json, options):
-    """Evaluate an adapter and the retrieval; write a report.
+                 max_new_tokens, generator, prompt_name, baseline_prompt, compress, as_json,
+                 options):
+    """Evaluate an adapter (or a prompt) and the retrieval; write a report.
 
     Evaluators: retrieval (recall@k, MRR@10, nDCG@10 against your passage judgments),
     reward (the adapter's implicit reward on held-out pairs), winrate (adapter against
     base on held-out questions, judged by --rater) and correctness (the same answers
     checked against the reference answers of a --questions file). Options go to an
     evaluator as -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise
-    (-o model=PATH).
+    (-o model=PATH). With --baseline-prompt, --prompt is compared against it instead:
+    in the metrics, "base" is the baseline prompt and "adapter" the prompt.
     """
     if compress:               # a generator option, as in `rate`, so the report records it
         registry.get_compressor(compress)
         options = (*options, f"compress={compress}")
     names = tuple(n.strip() for n in (evaluators or "").split(",") if n.strip())
     settings = EvalSettings(adapter, questions_file, rater, rater_id, out, names, limit, k,
-                            max_new_tokens, generator, tuple(options))
+                            max_new_tokens, generator, tuple(options), prompt_name,
+                            baseline_prompt)
     context = prepare_eval(ws, settings)
     with ExitStack() as stack:
         # A progress bar would draw over the human rater's screen.

@@ -40,7 +40,8 @@ from ragloop.core.pipeline.evaluation_data import (
     rated_questions,
     trained_on,
 )
-from ragloop.core.pipeline.rating import Session, Settings, load_rater
+from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, load_prompt, route_options
+from ragloop.core.pipeline.rating import BASE_VS_ADAPTER, PROMPTS, Session, Settings, load_rater
 from ragloop.core.pipeline.rating_questions import Question, from_file
 from ragloop.core.pipeline.search import Searcher
 
@@ -58,6 +59,8 @@ class EvalSettings:
     max_new_tokens: int = 256
     generator: str = DEFAULT_GENERATOR
     options: tuple[str, ...] = ()         # -o: NAME.key=value for evaluators, else generator
+    prompt: str = DEFAULT_PROMPT          # the prompt the answers are given with
+    baseline_prompt: str | None = None    # set: prompt against this prompt, on one model
 
     def __post_init__(self):
         if self.limit < 0:
@@ -66,6 +69,13 @@ class EvalSettings:
             raise RagloopError("-k must be at least 1")
         if self.max_new_tokens < 1:
             raise RagloopError("--max-new-tokens must be at least 1")
+        if self.baseline_prompt is not None and self.baseline_prompt == self.prompt:
+            raise RagloopError(f"--prompt and --baseline-prompt are both {self.prompt!r}; "
+                               f"give two different prompts to compare")
+
+    @property
+    def compares_prompts(self) -> bool:
+        return self.baseline_prompt is not None
 
 
 @dataclass
@@ -93,6 +103,7 @@ class EvalContext:
         self.adapter: dict | None = None          # the adapter's record (core.adapters)
         self.evaluators: dict[str, Any] = {}
         self.generator_options: tuple[str, ...] = ()
+        self.prompt_options: tuple[str, ...] = ()     # NAME.key=value for the prompts
         self.questions_file: list[Question] | None = None
         self.out: Path = Path(ws.runs_dir) / self.id
         # `progress(description, total)` returns `advance(n=1)`; the CLI draws a bar.
@@ -118,13 +129,21 @@ class EvalContext:
             self._trained = trained_on(self.ws, self.adapter or {})
         return self._trained
 
+    @property
+    def labels(self) -> tuple[str, str]:
+        """What the two answers of a pair are: (baseline, evaluated)."""
+        s = self.settings
+        if s.compares_prompts:
+            return f"prompt {s.baseline_prompt}", f"prompt {s.prompt}"
+        return "base", "adapter"
+
     def held_out_pairs(self, by: str = "question") -> tuple[list[dict], list[str]]:
         return held_out_pairs(self.ws, self.trained, by), self.trained.note(self.adapter["name"])
 
     def held_out_questions(self) -> tuple[list[Question], list[str], str]:
         """(questions, notes, where they came from): --questions FILE, else the rated
-        questions; either way less those the adapter trained on."""
-        notes = self.trained.note(self.adapter["name"])
+        questions; either way less those the adapter (if any) trained on."""
+        notes = self.trained.note(self.adapter["name"]) if self.adapter else []
         if self.questions_file is not None:
             source, questions = self.settings.questions, self.questions_file
         else:
@@ -136,12 +155,18 @@ class EvalContext:
         return kept, notes, source
 
     def session(self) -> Session:
-        """A rating session of base against adapter (greedy), opened: both models loaded."""
+        """A rating session (greedy) of base against adapter, or of the baseline prompt
+        against the prompt on one model; opened: the models loaded."""
         if self._session is None:
             s = self.settings
-            settings = Settings(f"base-vs-adapter:{self.adapter['path']}", k=s.k,
-                                max_new_tokens=s.max_new_tokens, generator=s.generator,
-                                generator_options=self.generator_options)
+            if s.compares_prompts:
+                candidates = PROMPTS + (f":{self.adapter['path']}" if self.adapter else "")
+            else:
+                candidates = f"{BASE_VS_ADAPTER}:{self.adapter['path']}"
+            settings = Settings(candidates, k=s.k, max_new_tokens=s.max_new_tokens,
+                                generator=s.generator, generator_options=self.generator_options,
+                                prompt=s.prompt, prompt_options=self.prompt_options,
+                                baseline_prompt=s.baseline_prompt)
             rater_id = s.rater_id or self.rater.default_rater_id()
             session = Session(self.ws, self.rater, s.rater, rater_id, settings)
             session.id = self.id           # the comparisons' session: this run, for audits
@@ -193,9 +218,16 @@ def prepare_eval(ws, settings: EvalSettings) -> EvalContext:
     names = list(settings.evaluators) or list(available)
     for name in names:
         registry.get_evaluator(name)               # unknown names list the valid ones
+    if settings.compares_prompts:
+        names = _prompt_evaluators(names, available, bool(settings.evaluators))
     if not names:
         raise RagloopError("no evaluators are installed")
-    routed, context.generator_options = _route_options(settings.options, available)
+    prompts = [p for p in (settings.baseline_prompt, settings.prompt) if p]
+    by_prompt, options = route_options(settings.options, prompts)
+    for name in prompts:                           # unknown names and bad options, now
+        load_prompt(ws, name, by_prompt[name])
+    context.prompt_options = tuple(f"{n}.{o}" for n in prompts for o in by_prompt[n])
+    routed, context.generator_options = _route_options(options, available)
     for name, pairs in routed.items():
         if pairs and name not in names:
             raise RagloopError(f"-o {name}.{pairs[0]} is for evaluator {name!r}, which is not "
@@ -211,7 +243,16 @@ def prepare_eval(ws, settings: EvalSettings) -> EvalContext:
         cls = available[name].cls
         config = build_config(cls.Config, routed[name], f"evaluator {name}")
         context.evaluators[name] = cls(config, workspace=ws)
-    if any(getattr(e, "needs_adapter", True) for e in context.evaluators.values()):
+    if settings.compares_prompts:
+        # One model: the adapter named, else the workspace default, as `ask` answers; or none.
+        if settings.adapter or ws.get_setting(ADAPTER_SETTING):
+            context.adapter = find_adapter(ws, settings.adapter)
+        base = load_generator(ws, settings.generator, context.generator_options)
+        if context.adapter:
+            checkpoint = getattr(base, "checkpoint", None)
+            check_base(context.adapter, base.model_id, checkpoint() if checkpoint else None)
+        context.base_model_id = base.model_id
+    elif any(getattr(e, "needs_adapter", True) for e in context.evaluators.values()):
         context.adapter = find_adapter(ws, settings.adapter)
         base = load_generator(ws, settings.generator, context.generator_options)
         checkpoint = getattr(base, "checkpoint", None)     # the id needs no weights loaded
@@ -224,6 +265,18 @@ def prepare_eval(ws, settings: EvalSettings) -> EvalContext:
         if check is not None:
             check(context)
     return context
+
+
+def _prompt_evaluators(names: list[str], available: dict, chosen: bool) -> list[str]:
+    """Comparing prompts, the evaluators that compare two answers to one question
+    (`compares_prompts = True`: winrate, correctness); one named that measures an adapter
+    itself is refused."""
+    fit = [n for n in names if getattr(available[n].cls, "compares_prompts", False)]
+    wrong = [n for n in names if n not in fit]
+    if chosen and wrong:
+        raise RagloopError(f"evaluator {wrong[0]!r} does not compare prompts; with "
+                           f"--baseline-prompt use {', '.join(fit) or 'winrate, correctness'}")
+    return fit
 
 
 @dataclass

@@ -100,7 +100,13 @@ def used_options(options: dict, result: dict) -> dict:
 def markdown(context, record: dict, results: dict, png: bool) -> str:
     lines = [f"# Evaluation {record['id']}", ""]
     adapter = record["adapter"]
-    if adapter:
+    settings = record["settings"]
+    if settings.get("baseline_prompt"):
+        on = f" with adapter `{adapter['name']}`" if adapter else ""
+        lines += [f"Prompt `{settings['prompt']}` against prompt `{settings['baseline_prompt']}`"
+                  f" on `{record['base_model_id']}`{on}. In the tables, \"base\" is the "
+                  f"baseline prompt's answers and \"adapter\" the other prompt's.", ""]
+    elif adapter:
         lines += [f"Adapter `{adapter['name']}` ({adapter.get('method') or adapter.get('kind')})"
                   f" against its base model `{record['base_model_id']}`.", ""]
     lines += [f"{record['created_at']}, {record['seconds']} s.", ""]

@@ -147,6 +147,7 @@ class CorrectnessEvaluator(Evaluator):
     description = ("Reference containment, token F1 and citation of the reference's source: "
                    "adapter against base, with paired bootstrap intervals.")
     Config = CorrectnessOptions
+    compares_prompts = True        # eval --baseline-prompt: the prompt against the baseline
 
     def check(self, context) -> None:
         # Asked for by name, it must have something to score; run among all evaluators by

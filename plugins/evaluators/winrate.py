@@ -75,9 +75,11 @@ def stored_verdict(db, session, question) -> str | None:
 
 
 def outcome(db, comparison_id: str) -> str:
-    """The adapter's result in a stored comparison (choices there name candidate_a/_b)."""
+    """The adapter's (or evaluated prompt's) result in a stored comparison (choices there
+    name candidate_a/_b); the baseline is the pair's slot "a" (older rows: no adapter)."""
     choice, a_is_base = db.execute(
-        "select c.choice, ca.adapter is null from comparisons c join candidates ca "
+        "select c.choice, coalesce(json_extract(ca.params_json, '$.slot') = 'a', "
+        "ca.adapter is null) from comparisons c join candidates ca "
         "on ca.id = c.candidate_a where c.id = ?", [comparison_id]).fetchone()
     if choice in ("a", "b"):
         return "loss" if (choice == "a") == bool(a_is_base) else "win"
@@ -88,6 +90,7 @@ class WinRateEvaluator(Evaluator):
     name = "winrate"
     description = "Win rate of the adapter against its base model on held-out questions."
     Config = WinRateOptions
+    compares_prompts = True        # eval --baseline-prompt: the prompt against the baseline
 
     def check(self, context) -> None:
         context.rater.check()       # e.g. the human rater needs a terminal
