@@ -217,7 +217,7 @@ def test_errors_show_in_one_line_and_model_text_is_never_markup(page, served):
     bare.keyboard.press("Enter")
     expect(bare.locator("#error")).to_have_text(
         "Error: this server needs a token: send Authorization: Bearer TOKEN")
-    expect(bare.locator("#answer")).to_be_empty()
+    expect(bare.locator("#result")).to_be_hidden()
     expect(bare.locator("#ask-button")).to_be_enabled()
     bare.close()
 

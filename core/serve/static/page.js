@@ -234,6 +234,7 @@ async function askQuestion(question) {
   } catch (err) {
     if (err.name === "AbortError") return;
     status("ask-status", "");
+    $("result").hidden = !ask.sources.length;  // keep what came before the error, if any
     showError(err.message);
   } finally {
     if (ask.controller === controller) {
@@ -302,6 +303,7 @@ async function compare(question) {
   showError("");
   rate.compare = null;
   setVerdictsEnabled(false);
+  $("pair").hidden = true;  // the last pair's answers must not pass for the new question's
   $("compare-button").disabled = true;
   status("compare-status", "Generating two answers\u2026");
   try {
