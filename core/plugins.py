@@ -66,6 +66,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.compression.bnb",
     "ragloop.plugins.compression.command",
     "ragloop.stores.faiss",
+    "ragloop.stores.pgvector",
 )
 
 pm = pluggy.PluginManager("ragloop")

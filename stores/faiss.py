@@ -105,6 +105,12 @@ class FaissStore(Store):
         if len(ids):
             self.index.remove_ids(_ids_array(ids))
 
+    def vectors(self, ids):
+        import numpy as np
+        if not len(ids):
+            return np.zeros((0, self.dimension), "float32")
+        return self.index.reconstruct_batch(_ids_array(ids))
+
     def search(self, vectors, k: int):
         import numpy as np
         vectors = np.ascontiguousarray(vectors, dtype="float32")

@@ -461,6 +461,9 @@ class Indexer:
             return
         texts = [embed_text(c.heading, c.text) for _, chunks, _ in self._batch for c in chunks]
         vectors = self.index.encode(texts, progress=progress) if texts else None
+        # A store shared by several workspaces numbers the chunks, so ids never collide
+        # between them; otherwise SQLite does.
+        given = iter(self.index.store.new_ids(len(texts)) or ()) if texts else iter(())
         with write_transaction(self.db):
             stale_ids, new_ids = [], []
             for doc, chunks, last in self._batch:
@@ -473,10 +476,10 @@ class Indexer:
                     doc.doc_id = self.db["documents"].insert(row).last_pk
                 for c in chunks:
                     cur = self.db.execute(
-                        "insert into chunks (document_id, seq, text, heading, start_char, end_char,"
-                        " start_line, end_line) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                        [doc.doc_id, doc.seq, c.text, c.heading, c.start_char, c.end_char,
-                         c.start_line, c.end_line])
+                        "insert into chunks (id, document_id, seq, text, heading, start_char, "
+                        "end_char, start_line, end_line) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [next(given, None), doc.doc_id, doc.seq, c.text, c.heading,
+                         c.start_char, c.end_char, c.start_line, c.end_line])
                     new_ids.append(cur.lastrowid)
                     doc.seq += 1
                 done = {"chunk_count": doc.seq}

@@ -20,7 +20,7 @@ from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.sections import EXPANSIONS, expand_to_sections
-from ragloop.core.pipeline.vector_index import VectorIndex, embed_text
+from ragloop.core.pipeline.vector_index import INDEX_NAME, VectorIndex, embed_text
 
 MODES = ("hybrid", "dense", "bm25")
 FUSIONS = ("weighted", "rrf")
@@ -87,14 +87,30 @@ class Searcher:
             self._index = VectorIndex(self.ws)
         return self._index
 
+    @property
+    def shared(self):
+        """The store when it keeps the chunks' text itself (a database several workspaces
+        share): full-text search, filters and chunk lookups then run there."""
+        if self._index is None:      # spare building the index when its store is a file
+            row = self.db.execute("select store from index_state where name = ?",
+                                  [INDEX_NAME]).fetchone()
+            if not row or not registry.get_store(row[0]).holds_text:
+                return None
+        return self.index.store if self.index.store_cls.holds_text else None
+
     def require_index(self) -> None:
-        if not self.db["chunks"].count:
-            raise RagloopError("nothing is indexed yet; run `ragloop index PATH` first")
+        if self.db["chunks"].count:
+            return
+        if self.shared is not None and self.shared.chunk_total():
+            return
+        raise RagloopError("nothing is indexed yet; run `ragloop index PATH` first")
 
     def dense(self, query: str, n: int, glob: str | None = None) -> list[tuple[int, float]]:
         index = self.index
         index.ensure_consistent()
         vector = index.encode([query])
+        if glob is not None and self.shared is not None:
+            return self.shared.dense_search(vector[0], n, glob)
         fetch = n if glob is None else min(len(index.store), max(n * 20, 1000))
         scores, ids = index.store.search(vector, max(1, fetch))
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
@@ -104,6 +120,8 @@ class Searcher:
         return found[:n]
 
     def bm25(self, query: str, n: int, glob: str | None = None) -> list[tuple[int, float]]:
+        if self.shared is not None:
+            return self.shared.text_search(query, n, glob)
         match = fts_query(query)
         if not match:
             return []
@@ -154,7 +172,7 @@ class Searcher:
             cls = registry.get_reranker(rerank)
             config = build_config(cls.Config, rerank_options, rerank)
             hits = cls(config, workspace=self.ws).rerank(query, hits)
-        if expand == "section":
+        if expand == "section" and not self._foreign(hits):
             hits = expand_to_sections(self.db, hits, limit=k)
         return hits[:k]
 
@@ -167,14 +185,29 @@ class Searcher:
             f"on documents.id = chunks.document_id where chunks.id in ({marks})", ids).fetchall())
 
     def hits(self, ranked: list[tuple[int, float]]) -> list[Hit]:
+        """Hits for chunk ids (a rating's recorded ids too): from this workspace's database,
+        else from a shared store that holds chunks other workspaces indexed."""
         if not ranked:
             return []
         ids = [i for i, _ in ranked]
         marks = ",".join("?" * len(ids))
-        rows = {r[0]: r for r in self.db.execute(
+        rows = {r[0]: r[1:] for r in self.db.execute(
             f"select c.id, d.path, c.heading, c.start_line, c.end_line, c.text from chunks c "
             f"join documents d on d.id = c.document_id where c.id in ({marks})", ids)}
-        return [Hit(i, *rows[i][1:], score=s) for i, s in ranked if i in rows]
+        missing = [i for i in ids if i not in rows]
+        if missing and self.shared is not None:
+            rows.update(self.shared.chunk_rows(missing))
+        return [Hit(i, *rows[i], score=s) for i, s in ranked if i in rows]
+
+    def _foreign(self, hits: list[Hit]) -> bool:
+        """Whether a hit came from another workspace (sections are read from this one's
+        database, so such hits stay single chunks)."""
+        if self.shared is None or not hits:
+            return False
+        ids = [h.chunk_id for h in hits]
+        marks = ",".join("?" * len(ids))
+        return self.db.execute(f"select count(*) from chunks where id in ({marks})",
+                               ids).fetchone()[0] < len(set(ids))
 
 
 def rrf(lists: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

@@ -68,6 +68,21 @@ def _trusted_by_environment(config_cls) -> list[str]:
             if hints.get(name) in (bool, "bool")]
 
 
+def _store_named_by_kind(store, options):
+    """`-o store.kind=pgvector` names the store plugin itself (the FAISS store's own `kind`
+    values are flat, ivf and auto, never a store's name)."""
+    options = list(options)
+    for pair in options:
+        key, _, value = pair.partition("=")
+        if key.strip() == "kind" and value.strip() in registry.names("store"):
+            if store and store != value.strip():
+                raise RagloopError(f"--store {store} and -o store.kind={value.strip()} "
+                                   f"disagree; give one")
+            options.remove(pair)
+            return value.strip(), options
+    return store, options
+
+
 def embed_text(heading: str, text: str) -> str:
     """What is embedded for a chunk: its heading path gives context the text may lack."""
     return f"{heading}\n\n{text}" if heading else text
@@ -82,6 +97,7 @@ class VectorIndex:
             "name = ?", [INDEX_NAME]) else None
         st = self.state or {}
         self.embedder_name = embedder or st.get("embedder") or DEFAULT_EMBEDDER
+        store, store_options = _store_named_by_kind(store, store_options)
         self.store_name = store or st.get("store") or DEFAULT_STORE
         cls = registry.get_embedder(self.embedder_name)
         self.store_cls = registry.get_store(self.store_name)
@@ -129,6 +145,9 @@ class VectorIndex:
             raise RagloopError(
                 f"the index was built with embedder {self.state['embedder_id']}, not "
                 f"{self.embedder.id}; run `ragloop index --repair` to re-embed with the new one")
+        if not getattr(self, "_bound", False):
+            self.store.bind(self.embedder.id)     # a shared store checks its own record
+            self._bound = True
 
     def problem(self) -> str | None:
         """Why the store file disagrees with the database, or None when they agree."""
@@ -140,7 +159,7 @@ class VectorIndex:
             if (stat.st_size, stat.st_mtime_ns) != (self.state["file_size"], self.state["file_mtime_ns"]):
                 if self.store.file_checksum() != self.state["checksum"]:
                     return "the vector file changed since the database last recorded it"
-        elif self.state["vector_count"]:
+        elif path is not None and self.state["vector_count"]:
             return "the vector file is missing"
         if len(self.store) != self.state["vector_count"] or len(self.store) != self.chunk_count():
             return (f"the vector file holds {len(self.store)} vectors, the database "
@@ -172,8 +191,8 @@ class VectorIndex:
             "embedder_options_json": json.dumps(
                 safe_options(type(self.embedder).Config, self.embedder_options)),
             "embedder_id": self.embedder.id, "store": self.store_name,
-            "store_options_json": json.dumps(
-                safe_options(self.store_cls.Config, self.store_options)),
+            "store_options_json": json.dumps(self.store_cls.recorded_options(
+                safe_options(self.store_cls.Config, self.store_options))),
             "dimension": self.embedder.dimension, "vector_count": len(self.store),
             "checksum": checksum, "file_size": stat.st_size if stat else 0,
             "file_mtime_ns": stat.st_mtime_ns if stat else 0,
@@ -201,6 +220,8 @@ class VectorIndex:
         """Re-embed every chunk from its text in the database (`ragloop index --repair`)."""
         self._rebuilding = True
         self._drop_store_file()
+        self.store.clear()
+        self.store.bind(self.embedder.id)
         ids = [row[0] for row in self.db.execute("select id from chunks order by id")]
         self._embed_rows(ids, progress)
         with write_transaction(self.db):

