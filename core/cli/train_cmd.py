@@ -171,7 +171,8 @@ def run_reported(label: str, run, as_json: bool):
 
 
 @cli.command()
-@click.option("--method", metavar="NAME", help="dpo, kto, orpo, sft, reward (a reward model), "
+@click.option("--method", metavar="NAME", help="dpo, sft+dpo (DPO plus an SFT term on the "
+              "chosen answers: small data), kto, orpo, sft, reward (a reward model), "
               "rlhf (online, needs -o reward_adapter=NAME) or a plugin's; default: from the "
               "data (pairs -> dpo, only good/bad answers -> kto).")
 @click.option("--backend", default="local", show_default=True, help="Training backend plugin.")

@@ -59,12 +59,14 @@ class DPO(TrlMethod):
     def method_args(self, job) -> dict:
         c = self.config
         precompute = c.precompute_ref_log_probs
+        if precompute is None:
+            precompute = job.device == "cpu"
         losses, weights = [c.loss_type], [1.0]
         if c.sft_weight:
             losses, weights = [*losses, "sft"], [*weights, c.sft_weight]
         return dict(beta=c.beta, loss_type=losses, loss_weights=weights,
                     truncation_mode=c.truncation_mode,
-                    precompute_ref_log_probs=job.device == "cpu" if precompute is None else precompute)
+                    precompute_ref_log_probs=precompute)
 
 
 @hookimpl
