@@ -108,3 +108,22 @@ def test_search_without_optuna_names_the_extra(tmp_path, ragloop_home):
     assert last.startswith("Error: ") and "ragloop[search]" in last and "Traceback" not in \
         result.stderr
     nothing_written(ragloop_home)
+
+
+def test_trials_a_method_refuses_are_recorded_and_every_one_failing_fails_the_run(
+        tmp_path, ragloop_home):
+    space = tmp_path / "space.yaml"
+    # One epoch is 3 steps, so the command passes; each trial's 1 step leaves no DPO step.
+    space.write_text("max_steps: 1\nbeta: [0.1, 0.2]\n")
+    data = write(tmp_path / "p.jsonl", "pairs")
+    message = one_line_error(run("train", "--method", "sft+dpo", "--data", data, "--search", "2",
+                                 "--search-space", space, "-o", "sft_steps=1", *FAST,
+                                 "--batch-size", "2", *tiny(), ok=False),
+                             "every one of the 2 trials failed")
+    assert "sft_steps=1 leaves none of the run's 1 steps" in message
+    (run_dir,) = (ragloop_home / "runs").iterdir()
+    found = json.loads((run_dir / "search.json").read_text())
+    assert [t["state"] for t in found["trials"]] == ["failed", "failed"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (ragloop_home / "adapters").exists() or not any(
+        (ragloop_home / "adapters").iterdir())
