@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.rerankers.cross_encoder",
     "ragloop.plugins.embedders.sentence_transformers",
     "ragloop.plugins.generators.transformers",
+    "ragloop.plugins.generators.onnx_genai",
     "ragloop.plugins.prompts.default",
     "ragloop.plugins.prompts.few_shot",
     "ragloop.plugins.raters.human",
