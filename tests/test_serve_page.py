@@ -175,8 +175,9 @@ def test_ask_streams_the_answer_with_sources_and_keys_rate_it(page, served, tmp_
     partial = {s["answer"] for s in streaming if s["answer"]} - {answer}
     assert partial and all(answer.startswith(p) for p in partial), (partial, answer)
 
-    # Keys: Tab leaves the question box; then d, u and 4 rate the answer.
-    page.keyboard.press("Tab")
+    # Keys: Esc leaves the question box; then d, u and 4 rate the answer.
+    page.keyboard.press("Escape")
+    expect(page.locator("#question")).not_to_be_focused()
     for key, saved in (("d", "thumbs down"), ("u", "thumbs up"), ("4", "score 4")):
         page.keyboard.press(key)
         expect(page.locator("#feedback-status")).to_have_text(f"Saved: {saved}.")

@@ -370,6 +370,10 @@ function typing(target) {
 }
 
 function onKey(event) {
+  if (event.key === "Escape" && typing(event.target)) {
+    event.target.blur();  // out of the text box, so the rating keys work
+    return;
+  }
   if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
   const asking = !$("panel-ask").hidden;
   const key = event.key.toLowerCase();
