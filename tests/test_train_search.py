@@ -1,5 +1,5 @@
 """`train --search N`: Optuna trials of a tiny random model, the best one kept as the adapter,
-the trials recorded in the run folder, the same trials again with the same --seed, and bad
+the trials recorded in the run folder, the same trials sampled again with the same --seed, and bad
 input as one line with nothing written."""
 
 import json
@@ -52,15 +52,30 @@ def test_search_runs_the_trials_records_them_and_keeps_the_best(tmp_path, ragloo
     one_line_error(run("train", "--resume", record["id"], ok=False), "not resumed")
 
 
-def test_the_same_seed_gives_the_same_trials(tmp_path, ragloop_home):
-    first = tmp_path / "a"
-    second = tmp_path / "b"
-    first.mkdir(), second.mkdir()
-    runs = [json.loads((search(where)[1] / "search.json").read_text())["trials"]
-            for where in (first, second)]
-    assert [t["params"] for t in runs[0]] == [t["params"] for t in runs[1]]
-    assert [t["value"] for t in runs[0]] == [t["value"] for t in runs[1]]
-    assert runs[0][0]["params"] != runs[0][1]["params"]
+def refused_search(tmp_path, home, space_text, *extra):
+    """A search whose every trial the method refuses before training (one epoch is 3 steps,
+    so the command passes; a trial's single step leaves no DPO step): the sampling and the
+    record without the cost of training. Returns search.json."""
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    data = write(tmp_path / "p.jsonl", "pairs")
+    message = one_line_error(run("train", "--method", "sft+dpo", "--data", data, "--search", "2",
+                                 "--search-space", space, "-o", "sft_steps=1", *FAST,
+                                 "--batch-size", "2", *tiny(), *extra, ok=False),
+                             "every one of the 2 trials failed")
+    assert "sft_steps=1 leaves none of the run's 1 steps" in message
+    newest = max((home / "runs").iterdir())
+    assert json.loads((newest / "run.json").read_text())["status"] == "failed"
+    return json.loads((newest / "search.json").read_text())
+
+
+def test_the_same_seed_samples_the_same_trials(tmp_path, ragloop_home):
+    space = "max_steps: 1\nlearning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}\n"
+    runs = [refused_search(tmp_path, ragloop_home, space, *seed)
+            for seed in ((), (), ("--seed", "7"))]
+    params = [[t["params"] for t in found["trials"]] for found in runs]
+    assert params[0] == params[1] and params[0] != params[2]
+    assert params[0][0] != params[0][1]
 
 
 def test_search_bad_input_is_one_line_and_writes_nothing(tmp_path, ragloop_home):
@@ -112,18 +127,8 @@ def test_search_without_optuna_names_the_extra(tmp_path, ragloop_home):
 
 def test_trials_a_method_refuses_are_recorded_and_every_one_failing_fails_the_run(
         tmp_path, ragloop_home):
-    space = tmp_path / "space.yaml"
-    # One epoch is 3 steps, so the command passes; each trial's 1 step leaves no DPO step.
-    space.write_text("max_steps: 1\nbeta: [0.1, 0.2]\n")
-    data = write(tmp_path / "p.jsonl", "pairs")
-    message = one_line_error(run("train", "--method", "sft+dpo", "--data", data, "--search", "2",
-                                 "--search-space", space, "-o", "sft_steps=1", *FAST,
-                                 "--batch-size", "2", *tiny(), ok=False),
-                             "every one of the 2 trials failed")
-    assert "sft_steps=1 leaves none of the run's 1 steps" in message
-    (run_dir,) = (ragloop_home / "runs").iterdir()
-    found = json.loads((run_dir / "search.json").read_text())
+    found = refused_search(tmp_path, ragloop_home, "max_steps: 1\nbeta: [0.1, 0.2]\n")
     assert [t["state"] for t in found["trials"]] == ["failed", "failed"]
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert all("leaves none" in t["error"] for t in found["trials"])
     assert not (ragloop_home / "adapters").exists() or not any(
         (ragloop_home / "adapters").iterdir())
