@@ -179,3 +179,11 @@ def m007_serve_create_tables(db):
             created_at TEXT NOT NULL
         );
     """)
+
+
+@core_migrations()
+def m008_rate_add_wait_seconds(db):
+    # How long the rater waited for this item's answers (core/pipeline/rating.py): near zero
+    # once `rate` generates the next item while the current one is on screen.
+    if "wait_seconds" not in db["comparisons"].columns_dict:
+        db["comparisons"].add_column("wait_seconds", float)

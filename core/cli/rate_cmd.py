@@ -79,8 +79,10 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     else:
         raise RagloopError("no questions: give --questions FILE or --from-logs (stdin is not "
                            "a terminal to type them in)")
+    # A person reads while the next answers are generated; an automatic rater waits on
+    # nothing, so it gets them in the foreground as before.
     session = Session(ws, rater_plugin, rater, rater_id or rater_plugin.default_rater_id(),
-                      settings, skip_rated=True)
+                      settings, skip_rated=True, prefetch=rater_plugin.interactive)
     # A spinner on a terminal; elsewhere (the judge in a log) plain lines, so a long model
     # load or generation is never a silent stretch.
     session.status = status
@@ -112,17 +114,23 @@ def _run(ctx, session: Session, questions, limit) -> None:
 
     rated: Counter = Counter()
     try:
-        for question in source:
+        question = next(source, None)
+        while question is not None:
             if limit and sum(rated.values()) >= limit:
                 break
             position = sum(rated.values()) + 1
-            outcome = session.rate(question, position, total)
+            # A file's next question is generated while this one is rated; typed ones are
+            # not known ahead.
+            upcoming = None if questions is None else next(source, None)
+            last = bool(limit) and position >= limit
+            outcome = session.rate(question, position, total, None if last else upcoming)
             if outcome is None:                # rated, or being rated, in another session
                 _not_mine(session, question, typed=questions is None)
-                continue
-            rated[outcome.choice] += 1
-            counter = f"{position}/{total}" if total else f"{position}"
-            click.echo(f"Saved {counter}: {outcome.choice}  {_short(question.text, 56)}")
+            else:
+                rated[outcome.choice] += 1
+                counter = f"{position}/{total}" if total else f"{position}"
+                click.echo(f"Saved {counter}: {outcome.choice}  {_short(question.text, 56)}")
+            question = upcoming if questions is not None else next(source, None)
     except StopRating as stop:
         _summary(rated, session, f"Stopped ({stop or 'quit'}): ", resume=True)
         return

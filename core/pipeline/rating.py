@@ -8,6 +8,10 @@ comparison with its scores, passage judgments and comment. A question counts as 
 rater id once it has a comparison by that id, skips included; resuming is just running the
 same command again.
 
+With an interactive rater (a person), the next item's answers are generated in the
+background while the current item is on screen (core/pipeline/rating_prefetch.py), so after
+the first item the person hardly waits; each comparison records that wait (`wait_seconds`).
+
 Sessions running at the same time coordinate through claims (core/pipeline/rating_claims.py): one
 session generates a question's pair and the others wait for it and rate the same pair; with
 `skip_rated`, a rater id never rates a question twice, nor two of its sessions at once.
@@ -37,10 +41,11 @@ from ragloop.core.pipeline.ask import (
     resolve_adapter,
 )
 from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, load_prompt, route_options
-from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims
+from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims, drop_claim
+from ragloop.core.pipeline.rating_prefetch import Prefetch
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.pipeline.search import Searcher
-from ragloop.core.workspace import utcnow, write_transaction
+from ragloop.core.workspace import Workspace, utcnow, write_transaction
 
 SAMPLE = "sample"
 BASE_VS_ADAPTER = "base-vs-adapter"
@@ -110,12 +115,14 @@ class Session:
     rate`); without it a question is rated whenever asked (eval's win rate decides itself)."""
 
     def __init__(self, ws, rater: Rater, rater_name: str, rater_id: str, settings: Settings,
-                 skip_rated: bool = False):
+                 skip_rated: bool = False, prefetch: bool = False):
         if not rater_id.strip():
             raise RagloopError("--rater-id is empty; give a name for who is rating")
         self.ws, self.db = ws, ws.db
         self.rater, self.rater_name, self.rater_id = rater, rater_name, rater_id.strip()
         self.settings, self.skip_rated = settings, skip_rated
+        self.prefetch = prefetch           # generate the upcoming item while one is rated
+        self._prefetch: Prefetch | None = None
         self.id = new_id()
         self.claims: Claims | None = None
         self.searcher = Searcher(ws)
@@ -167,7 +174,9 @@ class Session:
 
     def close(self) -> None:
         """Let go of this session's lock file (also done at exit; a killed session's lock
-        is dropped by the operating system)."""
+        is dropped by the operating system); a generation under way in the background stops."""
+        if self._prefetch is not None:
+            self._prefetch.cancel()
         if self.claims is not None:
             self.claims.close()
 
@@ -200,16 +209,21 @@ class Session:
 
     # ---- one item ----------------------------------------------------------------------
 
-    def rate(self, question: Question, position: int = 1,
-             total: int | None = None) -> Outcome | None:
+    def rate(self, question: Question, position: int = 1, total: int | None = None,
+             upcoming: Question | None = None) -> Outcome | None:
         """Generate (or reuse) two candidates, ask the rater, store the verdict. A
         StopRating or KeyboardInterrupt from the rater leaves this item unrated. None: with
-        `skip_rated`, the question is rated already or being rated in another session."""
+        `skip_rated`, the question is rated already or being rated in another session.
+        `upcoming`: the question rated next, whose answers a prefetching session generates
+        while the rater decides on this one."""
+        arrived = time.perf_counter()
         if self.skip_rated and not self._claim_for_rater(question):
             return None
         try:
             counter = f" ({position}/{total})" if total else f" ({position})"
             question_id, pair, hits = self._pair(question, counter)
+            if self.prefetch and upcoming is not None:
+                self._start_prefetch(upcoming)
             left = self._random.randrange(2)
             shown = [pair[left], pair[1 - left]]
             item = Comparison(
@@ -218,10 +232,11 @@ class Session:
                 cut_off=(shown[0].cut_off, shown[1].cut_off), position=position, total=total,
                 ask_scores=self.settings.scores, ask_passages=self.settings.passages)
             started = time.perf_counter()
+            waited = round(started - arrived, 3)
             verdict = self._check(self.rater.compare(item), item)
             seconds = round(time.perf_counter() - started, 3)
             comparison_id = self._store(question, question_id, pair, shown, hits, verdict,
-                                        seconds)
+                                        seconds, waited)
         finally:
             self._let_go(question)
         return Outcome(comparison_id, verdict.choice or "skip", seconds)
@@ -258,6 +273,7 @@ class Session:
     def _pair(self, question: Question, counter: str):
         """The stored pair for these settings; else, when another live session is
         generating it, wait for that one; else claim it and generate it here."""
+        self._await_prefetch(question, counter)
         with ExitStack() as waiting:
             told = False
             while True:
@@ -277,6 +293,52 @@ class Session:
                 self._wait_for(question, holder[0])
         with self.status(f"Generating two answers{counter}"):
             return self._generate(question)
+
+    # ---- prefetch ----------------------------------------------------------------------
+
+    def _start_prefetch(self, question: Question) -> None:
+        """Generate `question`'s pair in the background, under the same pair claim as in
+        the foreground, unless it is stored, claimed by another session, or rated."""
+        if self._prefetch is not None and self._prefetch.running:
+            return
+        if self.skip_rated and self.is_done(question):
+            return
+        with write_transaction(self.db):
+            if self._stored_pair(question) is not None:
+                return
+            if self.claims.take(question.hash, PAIR, self.fingerprint) is not None:
+                return                          # another session is generating it
+        try:
+            bases = self._prepare(question)     # retrieval here: FAISS stays on this thread
+        except RagloopError:
+            self._let_go(question)              # it fails again, in the open, when rated
+            return
+        self._prefetch = Prefetch(
+            question.hash, lambda cancelled: self._generate_rows(bases, cancelled, True),
+            lambda rows: self._store_in_thread(question, rows))
+
+    def _store_in_thread(self, question: Question, rows: list[dict]) -> None:
+        """The prefetch thread's own connection: a sqlite3 connection stays in its thread."""
+        db = Workspace(self.ws.home).db
+        try:
+            self._store_rows(db, question, rows, release=False)
+        finally:
+            db.conn.close()
+
+    def _await_prefetch(self, question: Question, counter: str) -> None:
+        prefetch = self._prefetch
+        if prefetch is None or prefetch.question_hash != question.hash:
+            return
+        self._prefetch = None
+        try:
+            if prefetch.running:
+                with self.status(f"Generating two answers{counter}"):
+                    prefetch.wait()
+            else:
+                prefetch.wait()
+        finally:
+            self.claims.held.discard((question.hash, PAIR, self.fingerprint))
+        # Not stored (an error re-raised above aside): _pair generates it in the open.
 
     def _wait_for(self, question: Question, session: str) -> None:
         """Until `session` no longer holds the pair claim: it stored the pair, or died."""
@@ -337,26 +399,49 @@ class Session:
             second = self._random.randrange(2**31)
         return [first, second]
 
-    def _generate(self, question: Question):
+    def _prepare(self, question: Question) -> list:
+        """Each slot's prepared answer (retrieval and prompt), on the calling thread: the
+        vector store stays on the main one. Slots with the same prompt share one."""
         s = self.settings
         base = prepare(self.ws, question.text, self.generators[0], k=s.k, mode=s.mode,
                        max_new_tokens=s.max_new_tokens, searcher=self.searcher,
                        prompt=self.prompts[0])
+        return [base if prompt is self.prompts[0] else
+                prepare(self.ws, question.text, gen, k=s.k, mode=s.mode,
+                        max_new_tokens=s.max_new_tokens, searcher=self.searcher, prompt=prompt)
+                for gen, prompt in zip(self.generators, self.prompts)]
+
+    def _generate(self, question: Question):
+        bases = self._prepare(question)
+        base = bases[0]
+        rows = self._generate_rows(bases)
+        question_id = self._store_rows(self.db, question, rows)
+        pair = [Candidate(r["id"], r["text"], json.loads(r["params_json"]).get("stop") == "length")
+                for r in rows]
+        # The hits as the model saw them (the last one may have been shortened to fit).
+        return question_id, pair, list(base.prompt.passages)
+
+    def _generate_rows(self, bases, cancelled=None, prefetched: bool = False) -> list | None:
+        """The pair's candidate rows for the prepared `bases`; None once `cancelled()`."""
+        s = self.settings
         temperature = s.temperature if s.kind == SAMPLE else 0.0
         pair_id, rows = new_id(), []
-        for slot, gen, adapter_id, seed, prompt in zip("ab", self.generators, self.adapter_ids,
-                                                       self._seeds(), self.prompts):
-            answer = (replace(base, params=dict(base.params), timings=dict(base.timings))
-                      if prompt is self.prompts[0] else
-                      prepare(self.ws, question.text, gen, k=s.k, mode=s.mode,
-                              max_new_tokens=s.max_new_tokens, searcher=self.searcher,
-                              prompt=prompt))
-            for _ in generate(answer, gen, temperature=temperature, seed=seed):
-                pass
+        for slot, gen, adapter_id, seed, base in zip("ab", self.generators, self.adapter_ids,
+                                                     self._seeds(), bases):
+            answer = replace(base, params=dict(base.params), timings=dict(base.timings))
+            pieces = generate(answer, gen, temperature=temperature, seed=seed)
+            try:
+                for _ in pieces:
+                    if cancelled is not None and cancelled():
+                        return None
+            finally:
+                pieces.close()                  # stops the model at its next token
             passages = answer.prompt.passages
             params = {**answer.params, "candidates": s.candidates, "settings": self.fingerprint,
                       "pair": pair_id, "slot": slot, "notes": answer.prompt.notes,
                       "timings": answer.timings}
+            if prefetched:
+                params["prefetched"] = True
             rows.append({
                 "id": new_id(), "text": answer.text,
                 "prompt": gen.render(answer.prompt.messages),
@@ -368,29 +453,36 @@ class Session:
                 "params_json": json.dumps(params, default=str), "seed": answer.params.get("seed"),
                 "created_at": utcnow(),
             })
-        with write_transaction(self.db):
-            question_id = self._question_id(question)
-            for row in rows:
-                self.db["candidates"].insert({**row, "question_id": question_id})
-            self.claims.release(question.hash, PAIR, self.fingerprint)
-        pair = [Candidate(r["id"], r["text"], json.loads(r["params_json"]).get("stop") == "length")
-                for r in rows]
-        # The hits as the model saw them (the last one may have been shortened to fit).
-        return question_id, pair, list(base.prompt.passages)
+        return rows
 
-    def _question_id(self, question: Question) -> str:
-        self.db.execute(
+    def _store_rows(self, db, question: Question, rows: list[dict], release: bool = True) -> str:
+        """The question and its candidates, and the pair claim dropped, in one transaction
+        on `db` (the prefetch thread's own connection drops the claim row itself; the main
+        thread forgets it when it collects the prefetch)."""
+        with write_transaction(db):
+            question_id = self._question_id(question, db)
+            for row in rows:
+                db["candidates"].insert({**row, "question_id": question_id})
+            if release:
+                self.claims.release(question.hash, PAIR, self.fingerprint)
+            else:
+                drop_claim(db, self.id, question.hash, PAIR, self.fingerprint)
+        return question_id
+
+    def _question_id(self, question: Question, db=None) -> str:
+        db = db if db is not None else self.db
+        db.execute(
             "insert or ignore into questions (id, text, text_hash, origin, origin_ref, "
             "created_at) values (?, ?, ?, ?, ?, ?)",
             [new_id(), question.text, question.hash, question.origin, question.origin_ref,
              utcnow()])
-        return self.db.execute("select id from questions where text_hash = ?",
+        return db.execute("select id from questions where text_hash = ?",
                                [question.hash]).fetchone()[0]
 
     # ---- the verdict -------------------------------------------------------------------
 
     def _store(self, question, question_id, pair, shown, hits, verdict: Verdict,
-               seconds) -> str:
+               seconds, waited: float | None = None) -> str:
         """The rater's a/b mean left/right; stored choices mean candidate_a/candidate_b,
         so a pair reads the same whichever way round it was shown."""
         choice = verdict.choice or "skip"
@@ -404,7 +496,8 @@ class Session:
             self.db["comparisons"].insert({
                 "id": comparison_id, "question_id": question_id, "candidate_a": pair[0].id,
                 "candidate_b": pair[1].id, "left_candidate": shown[0].id, "choice": choice,
-                **who, "session": self.id, "seconds": seconds, "created_at": now})
+                **who, "session": self.id, "seconds": seconds, "wait_seconds": waited,
+                "created_at": now})
             if verdict.scores and verdict.choice is not None:
                 for candidate, score in zip(shown, verdict.scores):
                     self.db["scores"].insert({

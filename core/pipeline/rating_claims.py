@@ -148,3 +148,10 @@ class Claims:
 
     def held_for(self, question_hash: str) -> list[tuple[str, str, str]]:
         return [c for c in self.held if c[0] == question_hash]
+
+
+def drop_claim(db, session: str, question_hash: str, kind: str, scope: str) -> None:
+    """Delete `session`'s claim row through `db`, another connection than the session's
+    own (the prefetch thread's); the session forgets the claim when it collects the work."""
+    db.execute("delete from rating_claims where question_hash = ? and kind = ? and scope = ? "
+               "and session = ?", [question_hash, kind, scope, session])

@@ -182,6 +182,7 @@ class HumanRater(Rater):
     name = "human"
     description = ("You, at the terminal: one key per verdict, optional 1-5 scores, passage "
                    "marks, comment (c).")
+    interactive = True             # rate prefetches the next item while you read
 
     def check(self) -> None:
         if not sys.stdin.isatty():
