@@ -94,16 +94,19 @@ def browser():
 
 @pytest.fixture
 def page(browser, served):
-    """The page, loaded; any script error on it fails the test."""
+    """The page, loaded; a script error on it, or a request to anywhere but the server,
+    fails the test."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
-    errors = []
+    errors, elsewhere = [], []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    context.on("request", lambda r: None if r.url.startswith((served[0] + "/", "data:"))
+               else elsewhere.append(r.url))
     page.goto(f"{served[0]}/?token={served[2]}")
     page.wait_for_selector("body[data-ready=true]")
     yield page
     context.close()
-    assert errors == []
+    assert errors == [] and elsewhere == []
 
 
 def test_the_page_is_served_from_the_package_under_a_strict_policy():
