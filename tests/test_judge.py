@@ -3,7 +3,7 @@ count, empty loses, and the same inputs always give the same verdict."""
 
 from ragloop.core import registry
 from ragloop.core.components import Comparison, Verdict
-from ragloop.plugins.raters.judge import VERSION, JudgeRater, score
+from ragloop.plugins.raters.judge import VERSION, JudgeOptions, JudgeRater, score
 
 PASSAGES = [
     "Ferrule is released under the Mozilla Public License 2.0 (MPL-2.0). Contributions are "
@@ -16,7 +16,9 @@ UNGROUNDED = "Ferrule is distributed under the GNU General Public License versio
 
 
 def judge(a, b, *, cut_off=(False, False), passages=PASSAGES, **flags):
-    return JudgeRater().compare(Comparison(QUESTION, passages, a, b, cut_off=cut_off, **flags))
+    # Word overlap only: the one test that loads the embedder is in test_judge_semantic.py.
+    item = Comparison(QUESTION, passages, a, b, cut_off=cut_off, **flags)
+    return JudgeRater(JudgeOptions(semantic=False)).compare(item)
 
 
 def test_the_grounded_answer_wins_in_either_position():
