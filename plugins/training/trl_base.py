@@ -202,13 +202,18 @@ def fit(trainer, job) -> dict:
 def _held_out(trainer) -> dict:
     """The held-out metrics of the weights being saved (eval_loss, and for preference methods
     eval_rewards/accuracies, which `train --search` maximizes): the trainer's own evaluation
-    at the last step when it ran one there, else one evaluation now. Nothing without rows."""
+    of the step whose weights are kept (the last step, or the best one that
+    load_best_model_at_end put back) when it ran one, else one evaluation now. Nothing
+    without held-out rows."""
     if trainer.eval_dataset is None:
         return {}
-    step = trainer.state.global_step
-    done = [e for e in trainer.state.log_history if e.get("step") == step and "eval_loss" in e]
-    best = trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint
-    logs = done[-1] if done and not best else trainer.evaluate()
+    state = trainer.state
+    step = state.global_step
+    if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
+        step = getattr(state, "best_global_step", None) or int(
+            state.best_model_checkpoint.rstrip("/").rsplit("-", 1)[-1])
+    done = [e for e in state.log_history if e.get("step") == step and "eval_loss" in e]
+    logs = done[-1] if done else trainer.evaluate()
     return {k: v for k, v in logs.items()
             if k.startswith("eval_") and isinstance(v, (int, float))}
 
