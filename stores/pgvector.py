@@ -147,7 +147,7 @@ class PgvectorStore(Store):
             raise RagloopError(f"PostgreSQL at {self.safe_url}: {_line(exc)}") from None
 
     def _forget(self):
-        conn, self._conn, self._writing = self._conn, None, False
+        conn, self._conn, self._writing, self._tuned = self._conn, None, False, None
         if conn is not None:
             try:
                 conn.close()
@@ -155,6 +155,7 @@ class PgvectorStore(Store):
                 pass
 
     def _rollback(self):
+        self._tuned = None
         if self._conn is not None and self._writing:
             try:
                 self._conn.execute("rollback")
@@ -410,14 +411,17 @@ class PgvectorStore(Store):
                 f"where id = any(%s)", [[int(i) for i in ids]])}
 
     def _tune(self, k: int, filtered: bool) -> None:
+        """Session settings for this query, sent only when they change (a round trip each)."""
         cfg = self.config
-        self.conn.execute(f"set hnsw.ef_search = {max(cfg.ef_search, k)}")
-        self.conn.execute(f"set ivfflat.probes = {cfg.probes}")
+        want = (max(cfg.ef_search, k), filtered)
+        if getattr(self, "_tuned", None) == want:
+            return
         # pgvector >= 0.8 keeps scanning the index until enough rows pass a filter
-        mode = "strict_order" if filtered else "off"
-        self.conn.execute(f"set hnsw.iterative_scan = {mode}")
-        self.conn.execute(f"set ivfflat.iterative_scan = "
-                          f"{'relaxed_order' if filtered else 'off'}")
+        self.conn.execute(
+            f"set hnsw.ef_search = {want[0]}; set ivfflat.probes = {cfg.probes}; "
+            f"set hnsw.iterative_scan = {'strict_order' if filtered else 'off'}; "
+            f"set ivfflat.iterative_scan = {'relaxed_order' if filtered else 'off'}")
+        self._tuned = want
 
     def _where(self, glob):
         """A path condition matching the glob as written or relative to the current folder,
