@@ -20,6 +20,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from ragloop.core.errors import RagloopError
@@ -44,6 +45,11 @@ SETTINGS_ENV = "RAGLOOP_SERVE_SETTINGS"      # how `--workers N` hands settings 
 TOKEN_ENV = "RAGLOOP_SERVE_TOKEN"
 CORS_ENV = "RAGLOOP_SERVE_CORS"
 log = logging.getLogger("ragloop.serve")
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: one line saying what is wrong and how to fix it."""
+    error: str
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -96,6 +102,14 @@ class Guard:
                                  status[0], time.perf_counter() - started)
 
 
+def _message(exc: Exception) -> str:
+    """What a stream's error event says: the one line of a RagloopError; else logged here."""
+    if isinstance(exc, RagloopError):
+        return exc.message
+    log.error("generation failed", exc_info=exc)
+    return f"internal error ({type(exc).__name__}); see the server's log"
+
+
 def _sse(data) -> str:
     return f"data: {json.dumps(data)}\n\n"
 
@@ -117,7 +131,8 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
             await asyncio.get_running_loop().run_in_executor(None, engine.close)
 
     app = FastAPI(title="ragloop", summary="Answers with citations from your documents, "
-                  "and feedback that trains the model", lifespan=lifespan)
+                  "and feedback that trains the model", lifespan=lifespan,
+                  responses={status: {"model": ErrorBody} for status in (400, 401, 404, 413, 422)})
 
     # ---- errors -------------------------------------------------------------------------
 
@@ -216,8 +231,8 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
                 yield _sse({"delta": event[1]})
             try:
                 served = await task
-            except RagloopError as exc:
-                yield _sse({"error": exc.message})
+            except Exception as exc:
+                yield _sse({"error": _message(exc)})
                 return
             yield _sse({"done": True, "answer": served.answer, "cached": served.cached,
                         "adapter": served.adapter, "trace_id": trace_id})
@@ -290,8 +305,8 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
                 yield _sse(chunk(trace_id, model, {"content": event[1]}))
             try:
                 served = await task
-            except RagloopError as exc:
-                yield _sse({"error": {"message": exc.message}})
+            except Exception as exc:
+                yield _sse({"error": {"message": _message(exc)}})
                 return
             yield _sse(chunk(trace_id, model, {}, "stop", extra={
                 "ragloop": {"trace_id": trace_id, "adapter": served.adapter,

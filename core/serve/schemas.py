@@ -5,10 +5,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MAX_QUESTION_CHARS = 4000
+MIN_TEMPERATURE = 0.01     # below it (but above 0) sampling divides by ~0 and overflows
+
+
+def _temperature(value):
+    if value is not None and 0 < value < MIN_TEMPERATURE:
+        raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE}")
+    return value
 
 
 class AskRequest(BaseModel):
@@ -18,6 +25,8 @@ class AskRequest(BaseModel):
     max_new_tokens: int = Field(256, ge=1, le=4096, description="Longest answer, in tokens.")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (and cacheable).")
     stream: bool = Field(False, description="Server-sent events: sources, deltas, done.")
+
+    _check_temperature = field_validator("temperature")(_temperature)
 
 
 class CompareRequest(BaseModel):
@@ -54,6 +63,8 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     k: int = Field(4, ge=1, le=50, description="ragloop: passages to retrieve.")
     mode: Mode = "hybrid"
+
+    _check_temperature = field_validator("temperature")(_temperature)
 
     def question(self) -> str | None:
         for message in reversed(self.messages):
