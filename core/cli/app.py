@@ -20,7 +20,7 @@ BUILTIN_COMMANDS = {
     "eval": "eval_cmd", "index": "index_cmd", "remove": "index_cmd", "search": "search_cmd",
     "info": "info_cmd", "plugins": "plugins_cmd", "install": "plugins_cmd",
     "uninstall": "plugins_cmd", "prefs": "prefs_cmd", "rate": "rate_cmd", "train": "train_cmd",
-    "store": "store_cmd",
+    "store": "store_cmd", "serve": "serve_cmd",
 }
 
 
