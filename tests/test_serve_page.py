@@ -135,7 +135,11 @@ def test_the_page_is_served_from_the_package_under_a_strict_policy():
 
 
 def rows(home, sql, params=()):
-    return list(Workspace(home).db.query(sql, params))
+    ws = Workspace(home)
+    try:
+        return list(ws.db.query(sql, params))
+    finally:
+        ws.close()
 
 
 def ask(page, question):
