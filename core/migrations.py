@@ -187,3 +187,24 @@ def m008_rate_add_wait_seconds(db):
     # once `rate` generates the next item while the current one is on screen.
     if "wait_seconds" not in db["comparisons"].columns_dict:
         db["comparisons"].add_column("wait_seconds", float)
+
+
+@core_migrations()
+def m008_rate_create_rankings(db):
+    # `rate --candidates best-of-N` (core/pipeline/rating_candidates.py): the provenance of
+    # the comparisons it records. The N candidates in sampling order, each one's round-robin
+    # score, every pairwise verdict [i, j, choice] (a: i won), and the comparisons recorded.
+    db.execute("""
+        CREATE TABLE IF NOT EXISTS rating_rankings (
+            id TEXT PRIMARY KEY,
+            question_id TEXT NOT NULL REFERENCES questions(id),
+            rater TEXT NOT NULL, rater_id TEXT NOT NULL,
+            session TEXT,
+            n INTEGER NOT NULL,
+            candidate_ids_json TEXT NOT NULL,
+            scores_json TEXT NOT NULL,
+            verdicts_json TEXT NOT NULL,
+            comparison_ids_json TEXT NOT NULL,
+            margin REAL,
+            created_at TEXT NOT NULL
+        )""")

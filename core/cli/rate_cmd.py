@@ -31,8 +31,13 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
 @click.option("--rater-id", metavar="ID", help="Who is rating; default: your user name for "
               "human, judge@VERSION for the judge.")
 @click.option("--candidates", default="sample", show_default=True, metavar="KIND",
-              help="sample (two samples of the current model) or base-vs-adapter:NAME "
-                   "(the base model against that adapter, greedy).")
+              help="sample (two samples of the current model), base-vs-adapter:NAME "
+                   "(the base model against that adapter, greedy), or best-of-N (N samples "
+                   "ranked by the rater in a round robin; best vs worst is recorded; "
+                   "best-of = best-of-4).")
+@click.option("--margin", type=float, default=None, metavar="M",
+              help="With best-of-N: also record every pair whose round-robin scores differ "
+                   "by at least M (0-1) and whose own verdict agrees.")
 @click.option("--scores", is_flag=True, help="Also score each answer from 1 to 5.")
 @click.option("--passages", is_flag=True, help="Also mark each passage relevant or not.")
 @click.option("-k", default=4, show_default=True, help="Passages to retrieve.")
@@ -48,15 +53,16 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
 @options_option
 @pass_workspace
 @click.pass_context
-def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, scores,
-         passages, k, temperature, max_new_tokens, generator, prompt_name, compress, options):
+def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, margin,
+         scores, passages, k, temperature, max_new_tokens, generator, prompt_name, compress, options):
     """Compare pairs of answers to build preference data.
 
     For each question: retrieve passages, generate two answers, show them side by side in
     random order, and store which is better. Each rating is saved the moment it is given;
     run the same command again to continue where you stopped. Questions come from
-    --questions FILE, --from-logs, or are typed in. Keys: a, b, t (tie), n (both bad),
-    s (skip), e (expand passages), q (quit), ? (help).
+    --questions FILE, --from-logs, or are typed in. One key per verdict: a, b, t (tie),
+    n (both bad), s (skip); c (comment), e (expand passages), q (quit), ? (help). While you
+    read, the next item's answers are generated.
     """
     if questions_file and from_logs:
         raise RagloopError("give --questions FILE or --from-logs, not both")
@@ -67,7 +73,8 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     settings = Settings(candidates, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
                         scores=scores, passages=passages, generator=generator,
                         generator_options=tuple(options), prompt=prompt_name,
-                        prompt_options=tuple(f"{prompt_name}.{o}" for o in routed[prompt_name]))
+                        prompt_options=tuple(f"{prompt_name}.{o}" for o in routed[prompt_name]),
+                        margin=margin)
     rater_plugin = load_rater(rater, ws, routed["rater"])
     rater_plugin.check()
     if questions_file:

@@ -26,6 +26,7 @@ import sqlite3
 import time
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
+from itertools import combinations
 from pathlib import Path
 
 from ragloop.core import registry
@@ -41,6 +42,7 @@ from ragloop.core.pipeline.ask import (
     resolve_adapter,
 )
 from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, load_prompt, route_options
+from ragloop.core.pipeline.rating_candidates import Ranking, parse_best_of
 from ragloop.core.pipeline.rating_claims import PAIR, RATER, Claims, drop_claim
 from ragloop.core.pipeline.rating_prefetch import Prefetch
 from ragloop.core.pipeline.rating_questions import Question
@@ -50,13 +52,14 @@ from ragloop.core.workspace import Workspace, utcnow, write_transaction
 SAMPLE = "sample"
 BASE_VS_ADAPTER = "base-vs-adapter"
 PROMPTS = "prompts"           # eval --baseline-prompt: one model, a: baseline_prompt, b: prompt
+BEST_OF = "best-of"           # best-of-N: N samples ranked by the rater (rating_candidates.py)
 MAX_COMMENT_CHARS = 2000
 POLL_SECONDS = 0.2            # how often a session waiting for another's pair looks again
 
 
 @dataclass
 class Settings:
-    candidates: str = SAMPLE           # sample | base-vs-adapter:NAME
+    candidates: str = SAMPLE           # sample | base-vs-adapter:NAME | best-of[-N]
     k: int = 4
     mode: str = "hybrid"
     temperature: float = 0.8           # for sample; base-vs-adapter is greedy
@@ -68,10 +71,19 @@ class Settings:
     prompt: str = DEFAULT_PROMPT       # prompt plugin (--prompt); part of the pair-reuse key
     prompt_options: tuple[str, ...] = ()      # -o NAME.key=value for the prompts
     baseline_prompt: str | None = None        # PROMPTS[:ADAPTER]: answer a's prompt
+    margin: float | None = None        # best-of: also record agreeing pairs this far apart
 
     def __post_init__(self):
+        try:
+            self.best_of = parse_best_of(self.candidates)
+        except ValueError as exc:
+            raise RagloopError(str(exc)) from None
+        if self.best_of:
+            self._check_best_of()
+        elif self.margin is not None:
+            raise RagloopError("--margin is for --candidates best-of-N; drop it or rank N answers")
         kind, _, name = self.candidates.partition(":")
-        if not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())
+        if not self.best_of and not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())
                 or (kind == PROMPTS and self.baseline_prompt)):
             raise RagloopError(f"--candidates {self.candidates!r} is not understood; use "
                                f"sample or base-vs-adapter:NAME")
@@ -83,9 +95,21 @@ class Settings:
         if self.max_new_tokens < 1:
             raise RagloopError("--max-new-tokens must be at least 1")
 
+    def _check_best_of(self) -> None:
+        if self.temperature <= 0:
+            raise RagloopError(f"--temperature {self.temperature:g} gives one greedy answer, not "
+                               f"{self.best_of} different ones; --candidates {self.candidates} "
+                               f"needs a temperature above 0")
+        if self.scores or self.passages:
+            raise RagloopError("--scores and --passages are not asked with --candidates best-of; "
+                               "use --candidates sample for them")
+        if self.margin is not None and not 0 < self.margin <= 1:
+            raise RagloopError(f"--margin {self.margin:g} is not a score difference; give one "
+                               f"above 0 and at most 1")
+
     @property
     def kind(self) -> str:
-        return self.candidates.partition(":")[0]
+        return BEST_OF if self.best_of else self.candidates.partition(":")[0]
 
 
 @dataclass
@@ -145,7 +169,7 @@ class Session:
             adapter = resolve_adapter(self.ws, name) if name else None
             gen = load_generator(self.ws, s.generator, s.generator_options, adapter)
             self.generators, self.adapters = [gen, gen], [adapter, adapter]
-        elif s.kind == SAMPLE:
+        elif s.kind in (SAMPLE, BEST_OF):
             adapter = resolve_adapter(self.ws, None)
             gen = load_generator(self.ws, s.generator, s.generator_options, adapter)
             self.generators, self.adapters = [gen, gen], [adapter, adapter]
@@ -187,7 +211,7 @@ class Session:
         key = {"candidates": s.candidates, "generator": s.generator,
                "options": sorted(s.generator_options), "k": s.k, "mode": s.mode,
                "max_new_tokens": s.max_new_tokens,
-               "temperature": s.temperature if s.kind == SAMPLE else 0.0,
+               "temperature": s.temperature if s.kind in (SAMPLE, BEST_OF) else 0.0,
                "models": [g.model_id for g in self.generators], "adapters": self.adapter_ids,
                "index_version": self.index_version}
         if s.prompt != DEFAULT_PROMPT or s.kind == PROMPTS or s.prompt_options:
@@ -222,6 +246,9 @@ class Session:
         try:
             counter = f" ({position}/{total})" if total else f" ({position})"
             question_id, pair, hits = self._pair(question, counter)
+            if self.settings.best_of:
+                return self._rate_set(question, question_id, pair, hits, position, total,
+                                      round(time.perf_counter() - arrived, 3))
             if self.prefetch and upcoming is not None:
                 self._start_prefetch(upcoming)
             left = self._random.randrange(2)
@@ -291,7 +318,8 @@ class Session:
                         f"answers{counter}"))
                     told = True
                 self._wait_for(question, holder[0])
-        with self.status(f"Generating two answers{counter}"):
+        n = self.settings.best_of or 2
+        with self.status(f"Generating {'two' if n == 2 else n} answers{counter}"):
             return self._generate(question)
 
     # ---- prefetch ----------------------------------------------------------------------
@@ -299,7 +327,7 @@ class Session:
     def _start_prefetch(self, question: Question) -> None:
         """Generate `question`'s pair in the background, under the same pair claim as in
         the foreground, unless it is stored, claimed by another session, or rated."""
-        if self._prefetch is not None and self._prefetch.running:
+        if self.settings.best_of or (self._prefetch is not None and self._prefetch.running):
             return
         if self.skip_rated and self.is_done(question):
             return
@@ -369,6 +397,9 @@ class Session:
     # ---- candidates --------------------------------------------------------------------
 
     def _stored_pair(self, question: Question):
+        """The stored pair (or best-of set: slots 0..N-1) of these settings, with its hits."""
+        slots_wanted = ({str(i) for i in range(self.settings.best_of)} if self.settings.best_of
+                        else {"a", "b"})
         rows = self.db.execute(
             "select c.id, c.text, c.question_id, c.chunk_ids_json, c.scores_json, c.params_json "
             "from candidates c join questions q on q.id = c.question_id "
@@ -379,14 +410,15 @@ class Session:
             params = json.loads(row[5])
             pairs.setdefault(params.get("pair"), {})[params.get("slot")] = (row, params)
         for slots in pairs.values():
-            if set(slots) >= {"a", "b"}:
-                row = slots["a"][0]
+            if set(slots) >= slots_wanted:
+                order = sorted(slots_wanted)
+                row = slots[order[0]][0]
                 ranked = list(zip(json.loads(row[3]), json.loads(row[4])))
                 hits = self.searcher.hits(ranked)
                 if len(hits) != len(ranked):       # a chunk is gone: generate afresh
                     continue
                 pair = [Candidate(r[0], r[1], p.get("stop") == "length")
-                        for r, p in (slots["a"], slots["b"])]
+                        for r, p in (slots[slot] for slot in sorted(order, key=_slot_key))]
                 return row[2], pair, hits
         return None
 
@@ -414,7 +446,8 @@ class Session:
     def _generate(self, question: Question):
         bases = self._prepare(question)
         base = bases[0]
-        rows = self._generate_rows(bases)
+        rows = (self._generate_set(base) if self.settings.best_of
+                else self._generate_rows(bases))
         question_id = self._store_rows(self.db, question, rows)
         pair = [Candidate(r["id"], r["text"], json.loads(r["params_json"]).get("stop") == "length")
                 for r in rows]
@@ -469,6 +502,85 @@ class Session:
                 drop_claim(db, self.id, question.hash, PAIR, self.fingerprint)
         return question_id
 
+    # ---- best-of-N (core/pipeline/rating_candidates.py) -----------------------------------
+
+    def _generate_set(self, base) -> list[dict]:
+        """N samples of one prompt in one generate_many call, seeds seed..seed+N-1."""
+        s, gen = self.settings, self.generators[0]
+        seed = self._random.randrange(2**31)
+        started = time.perf_counter()
+        texts = gen.generate_many([base.prompt.messages] * s.best_of,
+                                  max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                  seed=seed)
+        seconds = round(time.perf_counter() - started, 4)
+        group, rows = new_id(), []
+        prompt_text = gen.render(base.prompt.messages)
+        passages = base.prompt.passages
+        for i, text in enumerate(texts):
+            # generate_many gives text only: an answer as long as the cap was cut off.
+            cut = gen.count_tokens(text) >= base.params["max_new_tokens"]
+            params = {**base.params, "temperature": s.temperature, "seed": seed + i,
+                      "candidates": s.candidates, "settings": self.fingerprint,
+                      "pair": group, "slot": str(i), "best_of": s.best_of,
+                      "stop": "length" if cut else "end", "notes": base.prompt.notes,
+                      "timings": {**base.timings, "generate_all_s": seconds}}
+            rows.append({
+                "id": new_id(), "text": text, "prompt": prompt_text,
+                "messages_json": json.dumps(base.prompt.messages),
+                "chunk_ids_json": json.dumps([h.chunk_id for h in passages]),
+                "scores_json": json.dumps(base.scores[:len(passages)]),
+                "index_version": self.index_version, "generator": s.generator,
+                "model_id": gen.model_id, "adapter": self.adapter_ids[0],
+                "params_json": json.dumps(params, default=str), "seed": seed + i,
+                "created_at": utcnow()})
+        return rows
+
+    def _rate_set(self, question, question_id, cands, hits, position, total,
+                  waited) -> Outcome:
+        """Round robin of the N answers through the rater; records best vs worst (and,
+        with a margin, more pairs) with the ranking as provenance. A skip skips the set."""
+        ranking, lefts = Ranking(len(cands)), {}
+        started = time.perf_counter()
+        for i, j in combinations(range(len(cands)), 2):
+            x, y = (i, j) if self._random.randrange(2) else (j, i)
+            item = Comparison(
+                question.text, [h.text for h in hits], cands[x].text, cands[y].text,
+                sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
+                cut_off=(cands[x].cut_off, cands[y].cut_off), position=position, total=total)
+            verdict = self._check(self.rater.compare(item), item)
+            seconds = round(time.perf_counter() - started, 3)
+            if verdict.choice is None:
+                shown = [cands[x], cands[y]]
+                comparison_id = self._store(question, question_id, [cands[i], cands[j]], shown,
+                                            hits, verdict, seconds, waited)
+                return Outcome(comparison_id, "skip", seconds)
+            choice = verdict.choice
+            if choice in ("a", "b"):
+                choice = "a" if (x if choice == "a" else y) == i else "b"
+            ranking.verdicts[(i, j)] = choice
+            lefts[(i, j)] = cands[x].id
+        now, who = utcnow(), {"rater": self.rater_name, "rater_id": self.rater_id}
+        recorded = []
+        with write_transaction(self.db):
+            self.claims.release(question.hash, RATER, self.rater_id)
+            for first, second, choice in ranking.pairs(self.settings.margin):
+                comparison_id = new_id()
+                self.db["comparisons"].insert({
+                    "id": comparison_id, "question_id": question_id,
+                    "candidate_a": cands[first].id, "candidate_b": cands[second].id,
+                    "left_candidate": lefts[(min(first, second), max(first, second))],
+                    "choice": choice, **who, "session": self.id, "seconds": seconds,
+                    "wait_seconds": waited, "created_at": now})
+                recorded.append((comparison_id, choice))
+            self.db["rating_rankings"].insert({
+                "id": new_id(), "question_id": question_id, **who, "session": self.id,
+                "n": len(cands), "candidate_ids_json": json.dumps([c.id for c in cands]),
+                "scores_json": json.dumps(ranking.scores),
+                "verdicts_json": json.dumps([[i, j, c] for (i, j), c in ranking.verdicts.items()]),
+                "comparison_ids_json": json.dumps([c for c, _ in recorded]),
+                "margin": self.settings.margin, "created_at": now})
+        return Outcome(recorded[0][0], recorded[0][1], seconds)
+
     def _question_id(self, question: Question, db=None) -> str:
         db = db if db is not None else self.db
         db.execute(
@@ -514,6 +626,10 @@ class Session:
                     "text": verdict.comment.strip(), "rater_id": self.rater_id,
                     "created_at": now})
         return comparison_id
+
+
+def _slot_key(slot: str):
+    return (0, int(slot)) if slot.isdigit() else (1, slot)
 
 
 __all__ = ["Session", "Settings", "Outcome", "load_rater", "write_transaction"]
