@@ -122,10 +122,24 @@ def load_space(job, path: Path, fixed=()) -> dict:
             if not ok:
                 raise RagloopError(f"--search-space {path}: {key} needs numbers low <= high "
                                    f"(low > 0 with log: true), and no other keys")
-        elif isinstance(spec, list) and not spec:
-            raise RagloopError(f"--search-space {path}: {key} lists no choices")
+        else:
+            if isinstance(spec, list) and not spec:
+                raise RagloopError(f"--search-space {path}: {key} lists no choices")
+            spec = _typed(spec, kind, f"--search-space {path}: {key}")
         space[key] = spec
     return space
+
+
+def _typed(spec, kind, where: str):
+    """Choices or a fixed value as the key's type: YAML reads 1e-4 (no dot) as a string."""
+    if kind not in (int, float):
+        return spec
+    try:
+        if isinstance(spec, list):
+            return [kind(float(v)) if kind is int else kind(v) for v in spec]
+        return kind(float(spec)) if kind is int else kind(spec)
+    except (TypeError, ValueError):
+        raise RagloopError(f"{where} must be a number or a list of numbers, not {spec!r}") from None
 
 
 def search_space(job, file: Path | None = None, fixed=()) -> dict:
