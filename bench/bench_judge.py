@@ -100,8 +100,10 @@ class Cache:
                 row = json.loads(line)
                 self.rows[row["id"]] = row
 
-    def get(self, id_: str, make) -> dict:
+    def get(self, id_: str, make, cached_only: bool = False) -> dict | None:
         if id_ not in self.rows:
+            if cached_only:
+                return None
             row = {"id": id_, **make()}
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -135,7 +137,9 @@ def example_items(args, model_holder) -> list[dict]:
             answers = model_holder.model().answers(make_messages(row["question"], hits),
                                                    args.samples, i, args.max_new_tokens)
             return {"passages": [h.text for h in hits], "answers": answers}
-        got = cache.get(row["question"], make)
+        got = cache.get(row["question"], make, args.cached)
+        if got is None:
+            continue
         items.append({"question": row["question"], "reference": row["answer"], **got})
     return items
 
@@ -178,7 +182,9 @@ def faq_items(args, model_holder) -> list[dict]:
                                        args.max_new_tokens)[0],
                     "wrong": m.answers(make_messages(query.text, [_Hit(passage(wrong))]), 1, i,
                                        args.max_new_tokens)[0]}
-        got = cache.get(query.qid, make)
+        got = cache.get(query.qid, make, args.cached)
+        if got is None:
+            continue
         passages = [passage(right), passage(wrong)]
         numbers = (1, 2)
         if not right_first:
@@ -286,6 +292,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("-k", type=int, default=4, help="passages retrieved per question")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/ragloop-bench-judge"))
+    parser.add_argument("--cached", action="store_true",
+                        help="judge only the questions whose answers are cached; generate none")
     parser.add_argument("--new-options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="options of the new judge (as -o rater.KEY=VALUE)")
     parser.add_argument("--json", type=Path, help="save the numbers here")

@@ -108,3 +108,15 @@ def test_options_are_checked():
         build_config(JudgeOptions, ["unsupported=2"], "judge")
     with pytest.raises(RagloopError, match="unknown option 'margins'"):
         build_config(JudgeOptions, ["margins=0.1"], "judge")
+
+
+@pytest.mark.parametrize("command", [["eval"], ["rate", "--rater", "judge", "--questions",
+                                                 __file__]])
+def test_rate_and_eval_give_rater_options_to_the_rater(tmp_path, command):
+    from click.testing import CliRunner
+
+    from ragloop.core.cli import cli
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "home"), *command,
+                                      "-o", "rater.unsupported=5"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "invalid options for judge: unsupported must be between 0 and 1" in result.output

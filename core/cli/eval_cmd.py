@@ -24,7 +24,8 @@ from ragloop.core.pipeline.prompt import DEFAULT_PROMPT
               "per line or JSONL (\"question\", and \"answer\" and \"source\" for "
               "correctness); default: rated questions not trained on.")
 @click.option("--rater", default="judge", show_default=True,
-              help="Rater for the win rate: judge, human, or an installed one.")
+              help="Rater for the win rate: judge, human, llm-judge, or an installed one; its "
+              "options: -o rater.key=value.")
 @click.option("--rater-id", metavar="ID", help="Who is rating (default as for `ragloop rate`).")
 @click.option("--out", metavar="DIR", help="Report folder; default: <workspace>/runs/eval-<id>.")
 @click.option("--evaluators", metavar="A,B", help="Evaluators to run, comma-separated; "

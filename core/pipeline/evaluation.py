@@ -223,7 +223,9 @@ def prepare_eval(ws, settings: EvalSettings) -> EvalContext:
     if not names:
         raise RagloopError("no evaluators are installed")
     prompts = [p for p in (settings.baseline_prompt, settings.prompt) if p]
-    by_prompt, options = route_options(settings.options, prompts)
+    by_prompt, options = route_options(settings.options, [*prompts, "rater"])
+    if by_prompt["rater"]:                         # -o rater.key=value: checked now
+        context._rater = load_rater(settings.rater, ws, by_prompt["rater"])
     for name in prompts:                           # unknown names and bad options, now
         load_prompt(ws, name, by_prompt[name])
     context.prompt_options = tuple(f"{n}.{o}" for n in prompts for o in by_prompt[n])
