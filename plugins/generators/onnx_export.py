@@ -101,12 +101,13 @@ def ensure_export(source: str, adapter: Path | None, folder: Path, key: dict, *,
     record = read_record(folder)
     if record is not None and record.get("key") == key:
         return record
-    from ragloop.core import status       # rich, imported only when there is work to show
+    # A line, not a spinner: the command's own "Loading the model" spinner is already live,
+    # and keeps turning while this runs.
+    say(f"exporting {what} to ONNX Runtime GenAI {key['precision']} (once per model, "
+        f"adapter and precision; about a minute) ...")
     started = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_folder(folder) as tmp, \
-            status(f"Exporting {what} to ONNX Runtime GenAI {key['precision']} (once, "
-                   f"about a minute)"):
+    with atomic_folder(folder) as tmp:
         try:
             model_dir = _merged(source, adapter, tmp / "merged") if adapter else Path(source)
             _build(model_dir, tmp, key["precision"])
@@ -122,7 +123,15 @@ def ensure_export(source: str, adapter: Path | None, folder: Path, key: dict, *,
         for leftover in ("merged", "cache"):
             _remove(tmp / leftover)
         (tmp / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    if "failed" not in record:
+        say(f"exported in {record['seconds']:.0f}s to {folder}")
     return record
+
+
+def say(text: str) -> None:
+    """One plain line on stderr (paths and brackets are not rich markup)."""
+    from ragloop.core import stderr
+    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _remove(path: Path) -> None:

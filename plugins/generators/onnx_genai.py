@@ -30,6 +30,7 @@ from ragloop.plugins.generators.onnx_export import (
     export_key,
     require,
     runtime_version,
+    say,
 )
 from ragloop.plugins.generators.transformers import (
     DEFAULT_CONTEXT_CAP,
@@ -74,11 +75,6 @@ class OnnxGenaiConfig:
                              f"got {self.context_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-
-
-def say(text: str) -> None:
-    from ragloop.core import stderr
-    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 class OnnxGenaiGenerator(Generator):
