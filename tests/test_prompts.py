@@ -333,6 +333,9 @@ def test_bad_prompts_are_one_line_errors_before_anything_runs(indexed, tmp_path,
                        ok=False), "the template lacks {question}")
     one_line_error(run("ask", "Where?", *gen(), "--prompt", "few-shot", "-o", "few-shot.k=0",
                        ok=False), "invalid options for prompt few-shot: k must be at least 1")
+    one_line_error(run("ask", "Where?", *gen(), "-o", "few-shot.k=3", ok=False),
+                   "-o few-shot.k=3 is for prompt 'few-shot', which is not in use; add --prompt "
+                   "few-shot")
     (tmp_path / "q.txt").write_text("Where?\n")
     one_line_error(run("rate", "--rater", "judge", *gen(), "--prompt", "nope", "--questions",
                        tmp_path / "q.txt", ok=False), "unknown prompt 'nope'")

@@ -43,13 +43,19 @@ def load_prompt(ws=None, name: str = DEFAULT_PROMPT, options=()):
 
 def route_options(pairs, prompts) -> tuple[dict[str, list[str]], list[str]]:
     """`-o NAME.key=value` goes to the prompt named NAME when it is one of `prompts`; the
-    other pairs come back in order (they are the generator's)."""
+    other pairs come back in order (they are the generator's). An option for another
+    installed prompt is refused rather than handed to the generator."""
     routed: dict[str, list[str]] = {name: [] for name in prompts}
     rest = []
     for pair in pairs:
         head, dot, option = pair.partition(".")
-        if dot and "." in pair.partition("=")[0] and head in routed:
+        if not (dot and "." in pair.partition("=")[0]):
+            rest.append(pair)
+        elif head in routed:
             routed[head].append(option)
+        elif head in registry.names("prompt"):
+            raise RagloopError(f"-o {pair} is for prompt {head!r}, which is not in use; "
+                               f"add --prompt {head}")
         else:
             rest.append(pair)
     return routed, rest
