@@ -140,7 +140,7 @@ def test_a_failed_export_is_one_line_and_falls_back_only_when_asked(tmp_path):
         gen.context_length  # noqa: B018
     message = str(err.value)
     assert "failed (" in message and "head_size" in message and "\n" not in message
-    assert "-o generator.fallback=true" in message
+    assert "-o fallback=true" in message
     # The failure is recorded: the next load says so at once instead of exporting again.
     started = time.perf_counter()
     with pytest.raises(RagloopError, match="failed"):

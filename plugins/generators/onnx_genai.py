@@ -145,7 +145,7 @@ class OnnxGenaiGenerator(Generator):
     def _fall_back(self, why: str, exported: bool = False) -> None:
         if not self.config.fallback:
             fix = ("; delete that folder to export again, " if exported else "; ") + \
-                "or add -o generator.fallback=true to answer with the transformers generator"
+                "or add -o fallback=true to answer with the transformers generator"
             raise RagloopError(why + fix)
         say(f"{why}; answering with the transformers generator (fallback=true)")
         self.fallen_back = why
