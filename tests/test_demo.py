@@ -91,6 +91,18 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
     assert db.execute("select count(*) from comparisons").fetchone()[0] == 8 and raters == {"longer"}
     report = Path(re.search(r"Report      (\S+)", out).group(1))
     assert report.exists() and "winrate" in report.read_text()
+    # Held-out correctness: the summary's numbers are the correctness evaluator's, which
+    # checked both models' answers against the questions' reference answers.
+    record = json.loads((report.parent / "metrics.json").read_text())
+    m = record["evaluators"]["correctness"]["metrics"]
+    assert m["questions"] == 2 and m["skipped_no_reference"] == 0
+    assert (f"Eval        correctness: reference contained base {m['containment_base']:.2f} -> "
+            f"adapter {m['containment_adapter']:.2f} ({m['containment_diff']:+.2f} "
+            f"[{m['containment_diff_low']:+.2f}, {m['containment_diff_high']:+.2f}]), token F1 "
+            f"{m['f1_base']:.2f} -> {m['f1_adapter']:.2f}, over 2 held-out questions") in out
+    held = [json.loads(line) for line in (home / "held-out-questions.jsonl").read_text()
+            .splitlines()]
+    assert len(held) == 2 and all(q["answer"] and q["source"] for q in held)
     # A second run starts afresh in the same folder: one adapter, the same counts.
     out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 1, "--max-new-tokens", 4,
                "--rater", "longer", *tiny()).output

@@ -68,6 +68,16 @@ def _fmt(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
 
+def correctness_line(m: dict) -> str:
+    """Reference containment base -> adapter, the point of the loop, with its paired interval;
+    token F1 beside it, as containment moves in whole questions."""
+    return (f"Eval        correctness: reference contained base {m['containment_base']:.2f} -> "
+            f"adapter {m['containment_adapter']:.2f} ({m['containment_diff']:+.2f} "
+            f"[{m['containment_diff_low']:+.2f}, {m['containment_diff_high']:+.2f}]), token F1 "
+            f"{m['f1_base']:.2f} -> {m['f1_adapter']:.2f}, over {m['questions']} held-out "
+            f"questions")
+
+
 def summary(r, seconds: float) -> str:
     t, v = r.train, r.verdicts
     lines = [f"Workspace   {r.home}",
@@ -85,6 +95,8 @@ def summary(r, seconds: float) -> str:
                          f"[{m['ci_low']:.2f}, {m['ci_high']:.2f}] over {r.held_out} held-out "
                          f"questions (win {m.get('win', 0)}, tie {m.get('tie', 0)}, "
                          f"both-bad {m.get('both_bad', 0)}, loss {m.get('loss', 0)})")
+        elif name == "correctness":
+            lines.append(correctness_line(m))
         elif name == "reward":
             lines.append(f"Eval        reward accuracy {m['accuracy']:.2f} over {m['pairs']} "
                          f"held-out pairs (mean margin {m['mean_margin']:+.4f})")
@@ -106,7 +118,8 @@ def summary(r, seconds: float) -> str:
 @click.option("--questions", type=click.IntRange(1), default=12, show_default=True,
               help="Training questions to answer twice and rate with the judge.")
 @click.option("--held-out", type=click.IntRange(1), default=4, show_default=True,
-              help="Other questions for the adapter-vs-base win rate.")
+              help="Other questions for the adapter-vs-base win rate and reference "
+                   "containment.")
 @click.option("--max-steps", type=click.IntRange(1), default=10, show_default=True,
               help="DPO optimizer steps (batch 2).")
 @click.option("--eval-split", type=click.FloatRange(0, 1, max_open=True), default=0.25,
@@ -137,9 +150,11 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
 
     Indexes the corpus, answers training questions twice and has the judge rate the
     answers, trains a DPO LoRA adapter on the pairs, and compares it with the base model on
-    held-out questions. Works in --home (or $RAGLOOP_HOME) when that is empty or an earlier
-    demo's, else in its demo/ subfolder; each run starts afresh there, keeping only the
-    converted model. Models: -o embedder.model=PATH -o generator.model=PATH.
+    held-out questions: the judge's win rate, and how often each model's answer contains
+    the question's reference answer (questions file lines with "answer"). Works in --home
+    (or $RAGLOOP_HOME) when that is empty or an earlier demo's, else in its demo/ subfolder;
+    each run starts afresh there, keeping only the converted model.
+    Models: -o embedder.model=PATH -o generator.model=PATH.
     """
     from rich.panel import Panel
 

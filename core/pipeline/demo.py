@@ -1,6 +1,8 @@
 """`ragloop demo`: the whole loop on the example corpus, offline, in a fresh workspace:
 index -> two sampled answers per training question, rated by the judge -> a DPO LoRA
-adapter -> adapter against base on held-out questions (judge win rate) -> a summary.
+adapter -> adapter against base on held-out questions (judge win rate, and reference
+containment by the `correctness` evaluator from the questions' reference answers) -> a
+summary.
 
     result = run_demo(DemoSettings(...), ui)   # ui: DemoUI (progress bars, phase lines)
 
@@ -12,6 +14,7 @@ model), so a second run takes no conversion time and gives the same kind of resu
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -221,8 +224,10 @@ def _train(ws, s, ui, result, train_qs, held_qs):
 def _evaluate(ws, s, ui, result, train_qs, held_qs):
     from ragloop.core.pipeline.evaluation import EvalSettings, prepare_eval, run_eval
     ui.phase(f"Comparing the adapter with the base model on {len(held_qs)} held-out questions")
-    held = ws.home / "held-out-questions.txt"
-    held.write_text("".join(q.text + "\n" for q in held_qs), encoding="utf-8")
+    # JSONL with the reference answers, so `correctness` checks both models' answers too.
+    held = ws.home / "held-out-questions.jsonl"
+    held.write_text("".join(json.dumps(_question_record(q)) + "\n" for q in held_qs),
+                    encoding="utf-8")
     context = prepare_eval(ws, EvalSettings(
         adapter=result.adapter, questions=str(held), rater=s.rater, limit=0, k=s.k,
         max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"])))
@@ -232,3 +237,9 @@ def _evaluate(ws, s, ui, result, train_qs, held_qs):
     result.report = evaluated.folder / "report.md"
     for name, r in evaluated.results.items():
         result.eval[name] = r.get("metrics") or {"skipped": r.get("skipped")}
+
+
+def _question_record(question) -> dict:
+    record = {"question": question.text}
+    record.update({k: v for k in ("answer", "source") if (v := getattr(question, k))})
+    return record
