@@ -97,6 +97,9 @@ def test_search_bad_input_is_one_line_and_writes_nothing(tmp_path, ragloop_home)
     space.write_text("beta: {low: 0.5, high: 0.1}\n")
     one_line_error(run(*base, "--search", "2", "--search-space", space, ok=False),
                    "beta needs numbers low <= high")
+    space.write_text("learning_rate: abc\n")
+    one_line_error(run(*base, "--search", "2", "--search-space", space, ok=False),
+                   "learning_rate must be a number or a list of numbers")
     space.write_text("beta: [0.1, 0.2]\n")
     one_line_error(run(*base, "--search", "2", "--search-space", space, "-o", "beta=0.3",
                        ok=False), "searches beta, which the command line also sets")
