@@ -97,3 +97,28 @@ def test_kill_9_while_prefetching_loses_no_rating(tmp_path, workspace):  # noqa:
     assert len(candidates_of(workspace, QUESTIONS[1])) == 2
     assert [r[0] for r in db(workspace).execute(
         "select choice from comparisons order by created_at")] == ["tie", "both-bad"]
+
+
+def test_ctrl_c_while_prefetching_stops_cleanly(tmp_path, workspace):  # noqa: F811
+    pause = tmp_path / "pause"
+    os.environ[PAUSE_ENV] = str(pause)
+    try:
+        child = spawn(rate_args(tmp_path))
+    finally:
+        del os.environ[PAUSE_ENV]
+    child.expect_exact(QUESTIONS[0])
+    child.expect_exact(PROMPT)
+    wait_until(pause.exists)
+    pause.unlink()                           # the second item's prefetch goes on
+    child.send("a")
+    child.expect_exact("Saved 1/5: ")
+    child.expect_exact(QUESTIONS[1])
+    child.expect_exact(PROMPT)
+    wait_until(pause.exists)                 # the third one's is held, in the background
+    child.sendcontrol("c")
+    child.expect_exact("Interrupted: 1 rated this session as tester (a 1); all saved.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert candidates_of(workspace, QUESTIONS[2]) == []
+    assert db(workspace)["comparisons"].count == 1
