@@ -20,7 +20,12 @@ from ragloop.core import registry
 from ragloop.core.config import build_config
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.sections import EXPANSIONS, expand_to_sections
-from ragloop.core.pipeline.vector_index import INDEX_NAME, VectorIndex, embed_text
+from ragloop.core.pipeline.vector_index import (
+    DEFAULT_STORE,
+    INDEX_NAME,
+    VectorIndex,
+    embed_text,
+)
 
 MODES = ("hybrid", "dense", "bm25")
 FUSIONS = ("weighted", "rrf")
@@ -91,10 +96,11 @@ class Searcher:
     def shared(self):
         """The store when it keeps the chunks' text itself (a database several workspaces
         share): full-text search, filters and chunk lookups then run there."""
-        if self._index is None:      # spare building the index when its store is a file
+        if self._index is None:
+            # BM25 on the default store loads no plugin (the registry would load them all)
             row = self.db.execute("select store from index_state where name = ?",
                                   [INDEX_NAME]).fetchone()
-            if not row or not registry.get_store(row[0]).holds_text:
+            if not row or row[0] == DEFAULT_STORE or not registry.get_store(row[0]).holds_text:
                 return None
         return self.index.store if self.index.store_cls.holds_text else None
 
