@@ -54,7 +54,8 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
 @pass_workspace
 @click.pass_context
 def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates, margin,
-         scores, passages, k, temperature, max_new_tokens, generator, prompt_name, compress, options):
+         scores, passages, k, temperature, max_new_tokens, generator, prompt_name, compress,
+         options):
     """Compare pairs of answers to build preference data.
 
     For each question: retrieve passages, generate two answers, show them side by side in

@@ -83,10 +83,11 @@ class Settings:
         elif self.margin is not None:
             raise RagloopError("--margin is for --candidates best-of-N; drop it or rank N answers")
         kind, _, name = self.candidates.partition(":")
-        if not self.best_of and not ((kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())
+        if not self.best_of and not (
+                (kind == SAMPLE and not name) or (kind == BASE_VS_ADAPTER and name.strip())
                 or (kind == PROMPTS and self.baseline_prompt)):
             raise RagloopError(f"--candidates {self.candidates!r} is not understood; use "
-                               f"sample or base-vs-adapter:NAME")
+                               f"sample, base-vs-adapter:NAME or best-of-N")
         if kind == SAMPLE and self.temperature <= 0:
             raise RagloopError("--temperature must be above 0 for two different samples; "
                                "use --candidates base-vs-adapter:NAME to compare greedy answers")
