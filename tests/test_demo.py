@@ -65,12 +65,13 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
     # stderr is not a terminal here: every phase still reports its progress, in lines.
     phases = re.split(r"^> ", result.stderr, flags=re.M)[1:]
     assert [p.split(" ", 1)[0] for p in phases] == ["Indexing", "Answering", "Training",
-                                                   "Comparing"]
+                                                   "Comparing", "Trying"]
     for phase, expected in zip(phases, (
             ["Embedding: ", "Indexing files: "],
             ["Loading the model: ", "Rating: 6/6 (100%)"],
             ["Training dpo"],
-            ["Evaluating: ", "Win rate: 2/2 (100%)"])):
+            ["Evaluating: ", "Win rate: 2/2 (100%)"],
+            ["Evaluating: ", "Correctness: 2/2 (100%)", "Win rate: 2/2 (100%)"])):
         lines = phase.splitlines()[1:]
         assert all(any(line.startswith(e) for line in lines) for e in expected), (expected, lines)
     assert f"Workspace   {home}" in out
@@ -87,8 +88,10 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
     import sqlite3
     db = sqlite3.connect(home / "ragloop.db")
     raters = {r[0] for r in db.execute("select rater from comparisons")}
-    # 6 judge ratings of sampled pairs, then 2 base-vs-adapter verdicts of the win rate.
-    assert db.execute("select count(*) from comparisons").fetchone()[0] == 8 and raters == {"longer"}
+    # 6 judge ratings of sampled pairs, then 2 base-vs-adapter verdicts of the win rate and
+    # 2 few-shot-vs-default-prompt verdicts.
+    assert db.execute("select count(*) from comparisons").fetchone()[0] == 10
+    assert raters == {"longer"}
     report = Path(re.search(r"Report      (\S+)", out).group(1))
     assert report.exists() and "winrate" in report.read_text()
     # Held-out correctness: the summary's numbers are the correctness evaluator's, which
@@ -103,6 +106,16 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
     held = [json.loads(line) for line in (home / "held-out-questions.jsonl").read_text()
             .splitlines()]
     assert len(held) == 2 and all(q["answer"] and q["source"] for q in held)
+    # The few-shot prompt against the default one, on the same questions: its own eval run.
+    other = [f for f in (home / "runs").glob("eval-*/metrics.json") if f.parent != report.parent]
+    assert len(other) == 1
+    record = json.loads(other[0].read_text())
+    m = record["evaluators"]["correctness"]["metrics"]
+    w = record["evaluators"]["winrate"]["metrics"]
+    assert (f"Few-shot    reference contained default prompt {m['containment_base']:.2f} -> "
+            f"few-shot {m['containment_adapter']:.2f} ({m['containment_diff']:+.2f} ") in out
+    assert (f"Few-shot    win rate vs the default prompt {w['win_rate']:.2f} "
+            f"[{w['ci_low']:.2f}, {w['ci_high']:.2f}]") in out
     # A second run starts afresh in the same folder: one adapter, the same counts.
     out = demo(home, "--questions", 6, "--held-out", 2, "--max-steps", 1, "--max-new-tokens", 4,
                "--rater", "longer", *tiny()).output

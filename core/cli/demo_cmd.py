@@ -68,14 +68,33 @@ def _fmt(value, spec=".3f"):
     return "-" if value is None else format(value, spec)
 
 
-def correctness_line(m: dict) -> str:
-    """Reference containment base -> adapter, the point of the loop, with its paired interval;
+def correctness_line(m: dict, head="Eval        correctness:", a="base", b="adapter") -> str:
+    """Reference containment a -> b, the point of the loop, with its paired interval;
     token F1 beside it, as containment moves in whole questions."""
-    return (f"Eval        correctness: reference contained base {m['containment_base']:.2f} -> "
-            f"adapter {m['containment_adapter']:.2f} ({m['containment_diff']:+.2f} "
+    return (f"{head} reference contained {a} {m['containment_base']:.2f} -> "
+            f"{b} {m['containment_adapter']:.2f} ({m['containment_diff']:+.2f} "
             f"[{m['containment_diff_low']:+.2f}, {m['containment_diff_high']:+.2f}]), token F1 "
             f"{m['f1_base']:.2f} -> {m['f1_adapter']:.2f}, over {m['questions']} held-out "
             f"questions")
+
+
+def few_shot_lines(r) -> list[str]:
+    """The few-shot prompt against the default one (base model): ratings used before any
+    training."""
+    lines = []
+    c, w = r.few_shot.get("correctness", {}), r.few_shot.get("winrate", {})
+    if "containment_base" in c:
+        lines.append(correctness_line(c, "Few-shot   ", "default prompt", "few-shot"))
+    elif c.get("skipped"):
+        lines.append(f"Few-shot    correctness: skipped ({c['skipped']})")
+    if "win_rate" in w:
+        lines.append(f"Few-shot    win rate vs the default prompt {w['win_rate']:.2f} "
+                     f"[{w['ci_low']:.2f}, {w['ci_high']:.2f}] (win {w.get('win', 0)}, tie "
+                     f"{w.get('tie', 0)}, both-bad {w.get('both_bad', 0)}, loss "
+                     f"{w.get('loss', 0)})")
+    elif w.get("skipped"):
+        lines.append(f"Few-shot    win rate: skipped ({w['skipped']})")
+    return lines
 
 
 def summary(r, seconds: float) -> str:
@@ -103,6 +122,7 @@ def summary(r, seconds: float) -> str:
         else:
             lines.append(f"Eval        {name}: " + ", ".join(
                 f"{k} {_fmt(x) if isinstance(x, float) else x}" for k, x in m.items()))
+    lines += few_shot_lines(r)
     steps = ", ".join(f"{k} {s:.0f}s" for k, s in r.timings.items())
     lines += [f"Time        {seconds:.0f}s ({steps})",
               f"Adapter     {r.adapter_dir}", f"Run folder  {r.run_dir}", f"Report      {r.report}",
@@ -151,7 +171,9 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
     Indexes the corpus, answers training questions twice and has the judge rate the
     answers, trains a DPO LoRA adapter on the pairs, and compares it with the base model on
     held-out questions: the judge's win rate, and how often each model's answer contains
-    the question's reference answer (questions file lines with "answer"). Works in --home
+    the question's reference answer (questions file lines with "answer"); then the
+    few-shot prompt (the rated answers as examples) against the default prompt on the same
+    questions, base model. Works in --home
     (or $RAGLOOP_HOME) when that is empty or an earlier demo's, else in its demo/ subfolder;
     each run starts afresh there, keeping only the converted model.
     Models: -o embedder.model=PATH -o generator.model=PATH.

@@ -1,8 +1,8 @@
 """`ragloop demo`: the whole loop on the example corpus, offline, in a fresh workspace:
 index -> two sampled answers per training question, rated by the judge -> a DPO LoRA
 adapter -> adapter against base on held-out questions (judge win rate, and reference
-containment by the `correctness` evaluator from the questions' reference answers) -> a
-summary.
+containment by the `correctness` evaluator from the questions' reference answers) -> the
+few-shot prompt against the default one on the same questions, base model -> a summary.
 
     result = run_demo(DemoSettings(...), ui)   # ui: DemoUI (progress bars, phase lines)
 
@@ -94,6 +94,8 @@ class DemoResult:
     train: dict = field(default_factory=dict)
     eval: dict = field(default_factory=dict)
     report: Path | None = None
+    few_shot: dict = field(default_factory=dict)    # evaluator -> metrics, prompt vs default
+    few_shot_report: Path | None = None
     timings: dict = field(default_factory=dict)
 
 
@@ -138,7 +140,7 @@ def run_demo(s: DemoSettings, ui: DemoUI | None = None) -> DemoResult:
     ws = Workspace(home)
     try:
         for name, step in (("index", _index), ("rate", _rate), ("train", _train),
-                           ("eval", _evaluate)):
+                           ("eval", _evaluate), ("few-shot", _few_shot)):
             started = time.perf_counter()
             step(ws, s, ui, result, train_qs, held_qs)
             result.timings[name] = round(time.perf_counter() - started, 1)
@@ -224,10 +226,7 @@ def _train(ws, s, ui, result, train_qs, held_qs):
 def _evaluate(ws, s, ui, result, train_qs, held_qs):
     from ragloop.core.pipeline.evaluation import EvalSettings, prepare_eval, run_eval
     ui.phase(f"Comparing the adapter with the base model on {len(held_qs)} held-out questions")
-    # JSONL with the reference answers, so `correctness` checks both models' answers too.
-    held = ws.home / "held-out-questions.jsonl"
-    held.write_text("".join(json.dumps(_question_record(q)) + "\n" for q in held_qs),
-                    encoding="utf-8")
+    held = _held_file(ws, held_qs)
     context = prepare_eval(ws, EvalSettings(
         adapter=result.adapter, questions=str(held), rater=s.rater, limit=0, k=s.k,
         max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"])))
@@ -237,6 +236,33 @@ def _evaluate(ws, s, ui, result, train_qs, held_qs):
     result.report = evaluated.folder / "report.md"
     for name, r in evaluated.results.items():
         result.eval[name] = r.get("metrics") or {"skipped": r.get("skipped")}
+
+
+def _few_shot(ws, s, ui, result, train_qs, held_qs):
+    """The ratings used at once, before any training: the `few-shot` prompt (the best-rated
+    answers to the nearest rated questions as examples) against the default prompt, on the
+    base model and the same held-out questions (eval comparisons never become examples)."""
+    from ragloop.core.pipeline.evaluation import EvalSettings, prepare_eval, run_eval
+    ui.phase(f"Trying the few-shot prompt against the default prompt on {len(held_qs)} "
+             f"held-out questions (base model)")
+    context = prepare_eval(ws, EvalSettings(
+        questions=str(_held_file(ws, held_qs)), rater=s.rater, limit=0, k=s.k,
+        max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"]),
+        evaluators=("correctness", "winrate"), prompt="few-shot", baseline_prompt="default"))
+    context.progress = ui.track
+    with ui.status("Evaluating"):
+        evaluated = run_eval(context)
+    result.few_shot_report = evaluated.folder / "report.md"
+    for name, r in evaluated.results.items():
+        result.few_shot[name] = r.get("metrics") or {"skipped": r.get("skipped")}
+
+
+def _held_file(ws, held_qs) -> Path:
+    # JSONL with the reference answers, so `correctness` checks both answers against them.
+    held = ws.home / "held-out-questions.jsonl"
+    held.write_text("".join(json.dumps(_question_record(q)) + "\n" for q in held_qs),
+                    encoding="utf-8")
+    return held
 
 
 def _question_record(question) -> dict:
