@@ -22,85 +22,22 @@ import os
 import re
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ragloop.core import RagloopError, Store, hookimpl
+from ragloop.stores.pg_common import (
+    INSTALL,
+    K1,
+    ORIGIN_SETTING,
+    URL_ENV,
+    B,
+    PgvectorConfig,
+    first_line,
+    glob_regex,
+    strip_password,
+    tsquery_of,
+)
 
-INSTALL = "pip install 'ragloop[pgvector]'"
-URL_ENV = "RAGLOOP_STORE_URL"
-ORIGIN_SETTING = "store.pgvector.origin"
-K1, B = 1.2, 0.75          # BM25's usual constants, as SQLite FTS5 uses them
-
-
-@dataclass
-class PgvectorConfig:
-    url: str = field(default="", metadata={
-        "help": f"postgresql://USER@HOST:PORT/DB (default: ${URL_ENV}); the password comes "
-                f"from PGPASSWORD or ~/.pgpass and is never recorded."})
-    table: str = field(default="ragloop", metadata={
-        "help": "Prefix of the tables (<table>_chunks, _meta, _stats): one per index."})
-    index: Literal["hnsw", "ivfflat", "none"] = field(default="hnsw", metadata={
-        "help": "Vector index: hnsw, ivfflat (build it after loading), or none (exact)."})
-    m: int = field(default=16, metadata={"help": "HNSW: links per node."})
-    ef_construction: int = field(default=64, metadata={"help": "HNSW: build candidate list."})
-    ef_search: int = field(default=100, metadata={
-        "help": "HNSW: search candidate list (raised to k when k is larger)."})
-    lists: int = field(default=100, metadata={"help": "IVFFlat: lists."})
-    probes: int = field(default=10, metadata={"help": "IVFFlat: lists searched per query."})
-    language: str = field(default="english", metadata={
-        "help": "PostgreSQL text search configuration (stemming and stop words)."})
-
-    def __post_init__(self):
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", self.table):
-            raise ValueError("table must be lower-case letters, digits and _ (at most 41)")
-        if not re.fullmatch(r"[a-z_]+", self.language):
-            raise ValueError("language must be a text search configuration name, e.g. english")
-        for name in ("m", "ef_construction", "ef_search", "lists", "probes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-
-
-def strip_password(url: str) -> str:
-    """The URL without a password (in the user part or a password= parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}@{host}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"],
-                      safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def glob_regex(glob: str) -> str:
-    """A shell glob as an anchored POSIX regular expression (`*` crosses `/`, as fnmatch)."""
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        end = glob.find("]", i + 2) if c == "[" else -1
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif end > 0:
-            inner = glob[i + 1:end]
-            out.append("[" + ("^" + inner[1:] if inner.startswith("!") else inner) + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "^" + "".join(out) + "$"
-
-
-def _line(exc) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _tsquery(terms) -> str:
-    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
-
+__all__ = ["PgvectorConfig", "PgvectorStore", "glob_regex", "strip_password"]
 
 class PgvectorStore(Store):
     name = "pgvector"
@@ -113,7 +50,8 @@ class PgvectorStore(Store):
         self.url = config.url or os.environ.get(URL_ENV, "")
         self.safe_url = strip_password(self.url)
         t = config.table
-        self.t, self.meta, self.stats, self.seq = f"{t}_chunks", f"{t}_meta", f"{t}_stats", f"{t}_ids"
+        self.t, self.meta = f"{t}_chunks", f"{t}_meta"
+        self.stats, self.seq = f"{t}_stats", f"{t}_ids"
         self.origin = "none"
         if workspace is not None:
             self.origin = workspace.get_setting(ORIGIN_SETTING)
@@ -140,11 +78,11 @@ class PgvectorStore(Store):
         except psycopg.OperationalError as exc:
             self._forget()
             raise RagloopError(
-                f"lost the connection to PostgreSQL at {self.safe_url} ({_line(exc)}); what "
-                f"was in flight was not kept: run the same command again") from None
+                f"lost the connection to PostgreSQL at {self.safe_url} ({first_line(exc)}); "
+                f"what was in flight was not kept: run the same command again") from None
         except psycopg.Error as exc:
             self._rollback()
-            raise RagloopError(f"PostgreSQL at {self.safe_url}: {_line(exc)}") from None
+            raise RagloopError(f"PostgreSQL at {self.safe_url}: {first_line(exc)}") from None
 
     def _forget(self):
         conn, self._conn, self._writing, self._tuned = self._conn, None, False, None
@@ -185,18 +123,19 @@ class PgvectorStore(Store):
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise RagloopError(f"cannot connect to PostgreSQL at {self.safe_url}: {_line(exc)}; "
-                               f"check -o store.url and that the server is running") from None
+            raise RagloopError(f"cannot connect to PostgreSQL at {self.safe_url}: "
+                               f"{first_line(exc)}; check -o store.url and that the server "
+                               f"is running") from None
         try:
             if not conn.execute("select 1 from pg_extension where extname = 'vector'").fetchone():
                 conn.execute("create extension if not exists vector")
         except psycopg.Error as exc:
             conn.close()
             raise RagloopError(
-                f"CREATE EXTENSION vector failed on {self.safe_url}: {_line(exc)}; install "
-                f"pgvector on the server (e.g. apt install postgresql-NN-pgvector, or enable it "
-                f"on a managed PostgreSQL) and have an administrator run CREATE EXTENSION "
-                f"vector") from None
+                f"CREATE EXTENSION vector failed on {self.safe_url}: {first_line(exc)}; "
+                f"install pgvector on the server (e.g. apt install postgresql-NN-pgvector, "
+                f"or enable it on a managed PostgreSQL) and have an administrator run CREATE "
+                f"EXTENSION vector") from None
         register_vector(conn)
         self._create_schema(conn)
         return conn
@@ -465,10 +404,10 @@ class PgvectorStore(Store):
                                  [lang, query]).fetchone()[0]
             if not terms:
                 return []
-            q = _tsquery(terms)
+            q = tsquery_of(terms)
             counts = ", ".join(f"count(*) filter (where tsv @@ %s::tsquery)" for _ in terms)
             df = conn.execute(f"select {counts} from {self.t} where tsv @@ %s::tsquery",
-                              [*[_tsquery([t]) for t in terms], q]).fetchone()
+                              [*[tsquery_of([t]) for t in terms], q]).fetchone()
             total, words = conn.execute(
                 f"select coalesce(sum(n), 0)::bigint, coalesce(sum(words), 0)::bigint "
                 f"from {self.stats}"

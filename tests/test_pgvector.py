@@ -111,8 +111,9 @@ def test_each_mode_and_where_give_faiss_answers_and_copy_goes_both_ways(
         return out
 
     faiss = answers()
-    assert all(h[0] == "numpy.md" and len(found) == 3
-               for key, found in faiss.items() if len(key) == 3 for h in found)
+    where = [found for key, found in faiss.items() if len(key) == 3]
+    assert all(h[0] == "numpy.md" for found in where for h in found)
+    assert all(len(found) == 3 for key, found in faiss.items() if key[1:] == ("dense", "where"))
     copied = run("store", "copy", "--to", "pgvector", "-o", f"store.url={pg}",
                  "-o", "store.table=parity").output
     assert "now uses pgvector" in copied
