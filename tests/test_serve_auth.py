@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +95,8 @@ def test_serve_command_with_workers_and_a_shared_token(home):
     try:
         line = proc.stderr.readline()
         url = re.search(r"Serving on (http://\S+)", line).group(1)
+        # Keep reading its log: a full pipe would stop the server at its next log line.
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         deadline = time.time() + 420
         while True:
             try:

@@ -1,0 +1,207 @@
+"""Load test of `ragloop serve` on 127.0.0.1 only (issue 14's targets), with the default
+models on the example corpus (`--tiny`: the tests' tiny random models, for a quick run).
+
+1. Feedback: CLIENTS concurrent clients post feedback for SECONDS; then the `serve_feedback`
+   rows are counted against the successes the clients saw (none lost, none twice) and the
+   p50/p99 latency of `/v1/feedback` is reported (target p99 <= 50 ms).
+2. Answers: the same distinct questions (greedy, the cache off) answered back to back by a
+   `Ragloop` in this process, then by 8 concurrent clients of the server; throughput ratio
+   server / in-process (target >= 0.9).
+3. Memory: the server worker's peak RSS against a plain `ragloop ask` process's (target
+   <= 1.2x).
+
+The server runs as `ragloop serve` in its own process; clients share the machine with it,
+so on a loaded machine every latency is noisy: compare ratios from one run.
+
+    python bench/bench_serve.py [--clients 50] [--seconds 60] [--questions 16]
+        [--concurrency 8] [--max-new-tokens 32] [--tiny] [--save FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from _common import CORPUS, QUESTIONS, finish, say, temp_workspace
+
+RAGLOOP = str(Path(sys.executable).parent / "ragloop")
+
+
+def tiny_options() -> list[str]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from tiny_models import tiny_causal_lm, tiny_embedder
+    return [f"embedder.model={tiny_embedder()}", f"model={tiny_causal_lm()}"]
+
+
+def start_server(home: Path, gen_options: list[str]) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "RAGLOOP_HOME": str(home)}
+    args = [RAGLOOP, "serve", "--port", "0", "--cache-size", "0"]
+    for option in gen_options:
+        args += ["-o", option]
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True)
+    url = re.search(r"Serving on (http://\S+)", proc.stderr.readline()).group(1)
+    # Keep reading its log: a full pipe would stop the server at its next log line.
+    threading.Thread(target=proc.stderr.read, daemon=True).start()
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit("the server stopped: " + proc.stderr.read()[-2000:])
+        time.sleep(0.5)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def feedback_load(url: str, traces: list[str], clients: int, seconds: float) -> dict:
+    latencies, ids, errors = [], [], 0
+    stop = time.perf_counter() + seconds
+
+    async def client(n: int):
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            i = 0
+            while time.perf_counter() < stop:
+                body = {"trace_id": traces[(n + i) % len(traces)],
+                        "thumbs": "up" if (n + i) % 2 else "down"}
+                started = time.perf_counter()
+                r = await c.post("/v1/feedback", json=body, headers={"X-User": f"u{n}"})
+                latencies.append(time.perf_counter() - started)
+                if r.status_code == 200:
+                    ids.append(r.json()["feedback_id"])
+                else:
+                    errors += 1
+                i += 1
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    ordered = sorted(latencies)
+    return {"requests": len(latencies), "ok": len(ids), "errors": errors, "ids": ids,
+            "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
+            "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
+            "per_s": round(len(latencies) / seconds, 1)}
+
+
+async def concurrent_asks(url: str, questions: list[str], concurrency: int, tokens: int):
+    pending = list(questions)
+    errors = 0
+
+    async def client():
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=url, timeout=600) as c:
+            while pending:
+                q = pending.pop()
+                r = await c.post("/v1/ask", json={"question": q, "max_new_tokens": tokens})
+                errors += r.status_code != 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return time.perf_counter() - started, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--questions", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--tiny", action="store_true", help="The tests' tiny random models.")
+    parser.add_argument("--save", type=Path, help="Write the numbers as JSON here.")
+    args = parser.parse_args()
+
+    ws = temp_workspace()
+    home = ws.home
+    os.environ["RAGLOOP_HOME"] = str(home)
+    options = tiny_options() if args.tiny else []
+    embedder = [o for o in options if o.startswith("embedder.")]
+    gen = [o for o in options if not o.startswith("embedder.")]
+    say(f"indexing {CORPUS} into {home}")
+    subprocess.run([RAGLOOP, "index", str(CORPUS), *sum((["-o", o] for o in embedder), [])],
+                   check=True, stdout=subprocess.DEVNULL)
+    base = [json.loads(line)["question"] for line in QUESTIONS.read_text().splitlines()
+            if line.strip()]
+    # Distinct questions, so no answer repeats (the server's cache is off as well).
+    questions = [q if i < len(base) else f"{q} (take {i // len(base) + 1})"
+                 for i, q in enumerate(base * (args.questions // len(base) + 1))]
+    questions = questions[:args.questions]
+    report = {"clients": args.clients, "seconds_of_load": args.seconds, "tiny": args.tiny,
+              "questions": len(questions), "max_new_tokens": args.max_new_tokens,
+              "cpus": os.cpu_count()}
+
+    say("memory: a plain `ragloop ask`")
+    subprocess.run([RAGLOOP, "ask", questions[0], "--max-new-tokens",
+                    str(args.max_new_tokens), *sum((["-o", o] for o in gen), [])],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report["ask_process_peak_rss_mb"] = round(
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+    say("answers: back to back in this process")
+    from ragloop.core import Ragloop
+    with Ragloop(home) as rl:
+        rl.ask(questions[0], max_new_tokens=4, generator_options=gen)       # load first
+        started = time.perf_counter()
+        for q in questions:
+            rl.ask(q, max_new_tokens=args.max_new_tokens, generator_options=gen)
+        in_process = time.perf_counter() - started
+
+    say("starting `ragloop serve`")
+    proc, url = start_server(home, gen)
+    try:
+        say(f"answers: {args.concurrency} concurrent clients of the server")
+        served, errors = asyncio.run(concurrent_asks(url, questions, args.concurrency,
+                                                     args.max_new_tokens))
+        report["asks"] = {
+            "in_process_s": round(in_process, 2), "server_s": round(served, 2),
+            "errors": errors,
+            "in_process_per_s": round(len(questions) / in_process, 3),
+            "server_per_s": round(len(questions) / served, 3),
+            "throughput_ratio": round(in_process / served, 3)}
+        say(f"  {report['asks']}")
+
+        traces = [httpx.post(url + "/v1/ask", timeout=600, json={
+            "question": q, "max_new_tokens": 4}).json()["trace_id"] for q in questions[:8]]
+        db = sqlite3.connect(home / "ragloop.db")
+        before = db.execute("select count(*) from serve_feedback").fetchone()[0]
+        say(f"feedback: {args.clients} clients for {args.seconds:.0f} s")
+        load = asyncio.run(feedback_load(url, traces, args.clients, args.seconds))
+        rows = db.execute("select id from serve_feedback").fetchall()
+        stored = {r[0] for r in rows}
+        ids = load.pop("ids")
+        load.update(rows_added=len(rows) - before, lost=len(set(ids) - stored),
+                    duplicated=len(ids) - len(set(ids)),
+                    extra_rows=len(rows) - before - len(set(ids)))
+        report["feedback"] = load
+        say(f"  {load}")
+        report["server_peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
+        report["rss_ratio"] = round(report["server_peak_rss_mb"]
+                                    / report["ask_process_peak_rss_mb"], 3)
+        say(f"  peak RSS server {report['server_peak_rss_mb']} MB, `ragloop ask` "
+            f"{report['ask_process_peak_rss_mb']} MB")
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    finish(report, args.save)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
