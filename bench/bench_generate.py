@@ -1,18 +1,28 @@
-"""Generation speed of the default model (SmolLM2-135M-Instruct) in float32 against each
-quantization, loaded the way `ask --compress METHOD` loads it: the same RAG prompts, greedy,
-interleaved prompt by prompt in one process so machine load hits every variant alike; plus
-how often each variant's answer agrees with float32's (the whole answer, and the share of
-float32's tokens it reproduces before the first difference). Target: int8 >= 1.5x float32.
+"""Generation speed of the default model (SmolLM2-135M-Instruct) with every generator and
+quantization side by side, loaded the way `ask --generator NAME -o ...` / `--compress METHOD`
+loads them: the same RAG prompts, greedy, interleaved prompt by prompt in one process so
+machine load hits every variant alike. Reported per variant:
+
+- one stream: tokens/s, time to the first piece, and the ratio to float32 transformers;
+- batches of 4 and 8 (`generate_many`) against the same answers one after another with the
+  same generator (tokens/s of each, and their ratio);
+- agreement with float32 transformers: greedy answers equal as a whole, and the share of
+  float32's text reproduced before the first difference;
+- export and load time (an onnx-genai export is made once per workspace, model, adapter and
+  precision: the first run times it) and peak RSS, each variant in a child process.
 
 Prompts are questions from examples/questions.jsonl with passages from their source file
 (the paragraphs sharing most words with the question: retrieval without building an index),
 put together by core/prompt.make_messages as `ask` does.
 
-    python bench/bench_generate.py [--methods torchao-int8 ...] [--prompts 6] [--rounds 2]
-                                   [--max-new-tokens 48] [--threads N] [--model PATH] [--direct]
+    python bench/bench_generate.py [--variants transformers:fp32 onnx-genai:int8 ...]
+        [--prompts 6] [--rounds 1] [--max-new-tokens 48] [--batches 4 8] [--home DIR]
+        [--save FILE] [--no-rss] [--threads N]
 
---direct times a plain `model.generate` call instead of the generator's streaming path (which
-runs generate in a greenlet on this same thread: plugins/hf/stream.py says why).
+Variants are GENERATOR:SETTING: transformers:fp32, transformers:METHOD (a compressor, e.g.
+torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
+float32 transformers; a batch of 4 >= 2x one after another; agreement >= torchao
+int8-dynamic's.
 """
 
 from __future__ import annotations
@@ -21,17 +31,23 @@ import argparse
 import json
 import os
 import re
+import resource
+import subprocess
+import sys
 import time
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 
-from _common import CORPUS, QUESTIONS
+from _common import CORPUS, QUESTIONS, finish, say
 
 from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.pipeline.prompt import make_messages
 from ragloop.core.workspace import Workspace
 
-METHODS = ["torchao-int8", "torchao-int8-dynamic", "torchao-int4"]
+VARIANTS = ["transformers:fp32", "transformers:torchao-int8-dynamic", "onnx-genai:fp32",
+            "onnx-genai:int8", "onnx-genai:int4"]
+REFERENCE = "transformers:fp32"
 
 
 def words(text: str) -> set[str]:
@@ -52,105 +68,144 @@ def prompts(count: int, passages: int = 3) -> list[list[dict]]:
     return result
 
 
-def prefix_share(reference: list[int], other: list[int]) -> float:
-    same = 0
-    for a, b in zip(reference, other):
-        if a != b:
-            break
-        same += 1
+def prefix_share(reference: str, other: str) -> float:
+    same = next((i for i, (a, b) in enumerate(zip(reference, other)) if a != b),
+                min(len(reference), len(other)))
     return same / max(len(reference), 1)
 
 
-def direct(gen, message, max_new_tokens: int) -> tuple[dict, list[int]]:
-    """model.generate on this thread: the timing `last_generation` would hold, and the ids."""
-    import torch
-    ids = gen.tokenizer(gen.render(message), add_special_tokens=False, return_tensors="pt")
+def load(ws: Workspace, variant: str, batch: int):
+    name, setting = variant.split(":", 1)
+    options = [f"batch_size={batch}"]
+    compress = None
+    if name == "onnx-genai":
+        options.append(f"precision={setting}")
+    elif setting != "fp32":
+        compress = setting
+    gen = load_generator(ws, name, options, compress=compress)
     started = time.perf_counter()
-    with torch.inference_mode():
-        out = gen.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=gen.tokenizer.eos_token_id)
+    gen.context_length  # noqa: B018  (load, and export once, outside the timed loops)
     seconds = time.perf_counter() - started
-    new = out[0, ids["input_ids"].shape[1]:].tolist()
-    return ({"new_tokens": len(new), "seconds": seconds, "first_piece_seconds": seconds,
-             "prompt_tokens": ids["input_ids"].shape[1]}, new)
+    export = getattr(gen, "export", None)
+    record = json.loads((export / "ragloop-export.json").read_text()) if export else {}
+    return gen, {"load_s": round(seconds, 2), "export_s": record.get("seconds")}
+
+
+def rss_of(ws_home: str, variant: str, max_new_tokens: int) -> float:
+    """Peak RSS (MB) of a child that loads `variant` and answers one prompt."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            f"import bench_generate as b, resource\n"
+            f"from ragloop.core.workspace import Workspace\n"
+            f"gen, _ = b.load(Workspace({ws_home!r}), {variant!r}, 1)\n"
+            f"''.join(gen.generate(b.prompts(1)[0], max_new_tokens={max_new_tokens}))\n"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode != 0:
+        return float("nan")
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def one_stream(generators, messages, rounds, max_new_tokens, stats, texts):
+    for round_ in range(rounds):
+        for i, message in enumerate(messages):
+            order = list(generators.items())
+            if (round_ + i) % 2:                # alternate who goes first
+                order.reverse()
+            for label, gen in order:
+                text = "".join(gen.generate(message, max_new_tokens=max_new_tokens))
+                last = gen.last_generation
+                s = stats[label]
+                s["tokens"] += last["new_tokens"]
+                s["seconds"] += last["seconds"]
+                s["first_s"] += last["first_piece_seconds"]
+                s["answers"] += 1
+                texts[label, i] = text
+            say(f"one stream: prompt {i + 1}/{len(messages)}, round {round_ + 1}")
+
+
+def batches(generators, messages, sizes, max_new_tokens, stats):
+    for size in sizes:
+        conversations = [messages[i % len(messages)] for i in range(size)]
+        for label, gen in generators.items():
+            started = time.perf_counter()
+            tokens = 0
+            for c in conversations:
+                "".join(gen.generate(c, max_new_tokens=max_new_tokens))
+                tokens += gen.last_generation["new_tokens"]
+            serial = time.perf_counter() - started
+            started = time.perf_counter()
+            gen.generate_many(conversations, max_new_tokens=max_new_tokens)
+            together = time.perf_counter() - started
+            batched = sum(r["new_tokens"] for r in gen.last_generations)
+            stats[label][f"serial{size}"] = tokens / serial
+            stats[label][f"batch{size}"] = batched / together
+            say(f"batch of {size}: {label} done")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--variants", nargs="*", default=VARIANTS)
     parser.add_argument("--prompts", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batches", type=int, nargs="*", default=[4, 8])
+    parser.add_argument("--home", default=None,
+                        help="workspace (default: the user's: conversions and exports kept)")
+    parser.add_argument("--save", type=Path, default=None, help="write the report as JSON")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS children")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's)")
-    parser.add_argument("--model", default=None, help="model folder (default: the packaged one)")
-    parser.add_argument("--direct", action="store_true",
-                        help="time model.generate on the main thread, not the streaming generator")
+                        help="torch threads (default: torch's; docs/compression.md says why "
+                             "1 can be faster on a busy machine)")
     args = parser.parse_args()
-
-    import torch
     if args.threads:
+        import torch
         torch.set_num_threads(args.threads)
-    ws = Workspace()          # the user's: the packaged model is converted there once
-    options = [f"model={args.model}"] if args.model else []
-    variants = {"float32": None, **{m: m for m in args.methods}}
-    generators = {}
-    for label, method in variants.items():
-        gen = load_generator(ws, "transformers", options, compress=method)
-        gen.model  # noqa: B018  (load now, not inside the timed loop)
-        generators[label] = gen
-        print(f"loaded {label:22s} in {gen.load_seconds:5.2f} s  {gen.compressed or ''}",
-              flush=True)
+
+    variants = [REFERENCE, *[v for v in args.variants if v != REFERENCE]]
+    ws = Workspace(args.home) if args.home else Workspace()
+    generators, loading = {}, {}
+    for variant in variants:
+        say(f"loading {variant}")
+        generators[variant], loading[variant] = load(ws, variant, max(args.batches, default=1))
     messages = prompts(args.prompts)
     load_before = os.getloadavg()
-    stats = defaultdict(lambda: defaultdict(float))
-    answers: dict[tuple, list[int]] = {}
-    started = time.perf_counter()
-    for round_ in range(args.rounds):
-        for i, message in enumerate(messages):
-            order = list(generators.items())
-            if (round_ + i) % 2:          # alternate who goes first
-                order.reverse()
-            for label, gen in order:
-                if args.direct:
-                    last, tokens = direct(gen, message, args.max_new_tokens)
-                else:
-                    text = "".join(gen.generate(message, max_new_tokens=args.max_new_tokens))
-                    last = gen.last_generation
-                    tokens = gen.tokenizer(text, add_special_tokens=False)["input_ids"]
-                s = stats[label]
-                s["tokens"] += last["new_tokens"]
-                s["seconds"] += last["seconds"]
-                s["decode_tokens"] += max(last["new_tokens"] - 1, 0)
-                s["decode_seconds"] += last["seconds"] - last["first_piece_seconds"]
-                s["prompt_tokens"] += last["prompt_tokens"]
-                answers[label, i] = tokens
-    elapsed = time.perf_counter() - started
-    base = stats["float32"]
-    base_rate = base["tokens"] / base["seconds"]
-    mean_prompt = base["prompt_tokens"] / len(messages) / args.rounds
-    print(f"\n{len(messages)} prompts (mean {mean_prompt:.0f} tokens) x {args.rounds} rounds, "
-          f"greedy, up to {args.max_new_tokens} new tokens; "
-          f"{'model.generate on the main thread' if args.direct else 'streaming generator'}; "
-          f"torch threads {torch.get_num_threads()}; load average {load_before[0]:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after; {elapsed:.0f} s")
-    print(f"{'variant':22s} {'tok/s':>7s} {'decode':>7s} {'vs fp32':>8s} {'exact':>6s} "
-          f"{'prefix':>7s}")
-    report = {}
-    for label in generators:
+    stats: dict = defaultdict(lambda: defaultdict(float))
+    texts: dict = {}
+    one_stream(generators, messages, args.rounds, args.max_new_tokens, stats, texts)
+    batches(generators, messages, args.batches, args.max_new_tokens, stats)
+    rss = {} if args.no_rss else {v: rss_of(str(ws.home), v, 8) for v in variants}
+    base_rate = stats[REFERENCE]["tokens"] / stats[REFERENCE]["seconds"]
+    print(f"\n{len(messages)} prompts x {args.rounds} rounds, greedy, up to "
+          f"{args.max_new_tokens} new tokens; load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after; peak RSS of this process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    sizes = args.batches
+    head = "".join(f" {'b' + str(n) + ' tok/s':>11s} {'vs 1by1':>7s}" for n in sizes)
+    print(f"{'variant':34s} {'tok/s':>6s} {'vs fp32':>7s} {'TTFT s':>6s}{head} "
+          f"{'exact':>5s} {'prefix':>6s} {'RSS MB':>6s} {'export s':>8s} {'load s':>6s}")
+    report = {"prompts": len(messages), "rounds": args.rounds, "load_before": load_before[0],
+              "max_new_tokens": args.max_new_tokens, "variants": {}}
+    for label in variants:
         s = stats[label]
         rate = s["tokens"] / s["seconds"]
-        decode = s["decode_tokens"] / s["decode_seconds"] if s["decode_seconds"] else 0.0
-        # --direct cannot split prompt from answer time: its decode column stays 0
-        exact = sum(answers[label, i] == answers["float32", i] for i in range(len(messages)))
-        prefix = sum(prefix_share(answers["float32", i], answers[label, i])
+        exact = sum(texts[label, i] == texts[REFERENCE, i] for i in range(len(messages)))
+        prefix = sum(prefix_share(texts[REFERENCE, i], texts[label, i])
                      for i in range(len(messages))) / len(messages)
-        report[label] = {"tokens_per_s": round(rate, 2), "decode_tokens_per_s": round(decode, 2),
-                         "speedup": round(rate / base_rate, 2), "exact": exact,
-                         "prefix_agreement": round(prefix, 3)}
-        print(f"{label:22s} {rate:7.2f} {decode:7.2f} {rate / base_rate:7.2f}x "
-              f"{exact:>3d}/{len(messages):<2d} {prefix:7.1%}")
-    print(json.dumps(report))
+        row = {"tokens_per_s": round(rate, 2), "vs_fp32": round(rate / base_rate, 2),
+               "first_piece_s": round(s["first_s"] / s["answers"], 3), "exact": exact,
+               "prefix_agreement": round(prefix, 3), "peak_rss_mb": round(rss.get(label, 0)),
+               **loading[label]}
+        cells = ""
+        for n in sizes:
+            row[f"batch{n}_tokens_per_s"] = round(s[f"batch{n}"], 2)
+            row[f"batch{n}_vs_one_by_one"] = round(s[f"batch{n}"] / s[f"serial{n}"], 2)
+            cells += f" {s[f'batch{n}']:11.1f} {row[f'batch{n}_vs_one_by_one']:6.2f}x"
+        report["variants"][label] = row
+        export = f"{row['export_s']:8.1f}" if row["export_s"] is not None else f"{'-':>8s}"
+        print(f"{label:34s} {rate:6.1f} {row['vs_fp32']:6.2f}x {row['first_piece_s']:6.2f}"
+              f"{cells} {exact:>2d}/{len(messages):<2d} {prefix:6.1%} "
+              f"{row['peak_rss_mb']:6d} {export} {row['load_s']:6.1f}")
+    finish(report, args.save)
 
 
 if __name__ == "__main__":
