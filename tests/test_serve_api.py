@@ -170,6 +170,12 @@ def test_thumbs_become_kto_rows_and_a_correction_a_pair(server):
     assert kto["what does part 0 mention?"]["completion"] == up["answer"]
     assert kto["what does part 1 mention?"]["label"] is False
     assert all(kto[q]["rater_id"] == "anonymous" for q in kto)
+    stats = json.loads(run("--home", server.home, "prefs", "stats", "--json").stdout)
+    served = {a["adapter"]: a for a in stats["served"]}[None]
+    assert 1 <= served["up"] < served["thumbs"]
+    low, high = served["interval"]
+    assert low < served["up_rate"] < high
+    assert "thumbs up (" in run("--home", server.home, "prefs", "stats").stdout
     pairs = [p for p in export(server.home, "pairs")
              if p["question"] == "what does part 2 mention?"]
     assert len(pairs) == 1
@@ -196,6 +202,12 @@ def test_compare_verdict_becomes_a_pair_oriented_as_shown(server):
                                                          body["a"]["answer"])
     # Each shown answer has its own trace for thumbs too.
     feedback(server, trace_id=body["a"]["trace_id"], thumbs="down")
+
+
+def test_wilson_interval():
+    from ragloop.core.pipeline.prefs_stats import wilson
+    assert wilson(5, 10) == (0.2366, 0.7634)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
 
 
 # ---- bad input: 4xx, one line, nothing written ---------------------------------------

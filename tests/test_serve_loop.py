@@ -19,7 +19,8 @@ def test_feedback_trains_an_adapter_that_the_running_server_then_uses(tmp_path, 
     with Serving(settings(ragloop_home)) as s:
         c = httpx.Client(base_url=s.url, timeout=300)
         for i, question in enumerate(QUESTIONS):
-            served = c.post("/v1/ask", json={"question": question, "max_new_tokens": 6, "k": 1}).json()
+            served = c.post("/v1/ask", json={"question": question, "max_new_tokens": 6,
+                                             "k": 1}).json()
             assert served["adapter"] is None
             r = c.post("/v1/feedback", json={"trace_id": served["trace_id"],
                                              "correction": f"Part {i} mentions gadget{i} [1]."})

@@ -1,5 +1,6 @@
 """Property test of `ragloop serve` against its own /openapi.json: schemathesis generates
-requests for every operation from the schema, valid ones and ones that break it, and hypothesis sends them to a real server;
+requests for every operation from the schema, valid ones and ones that break it, and
+hypothesis sends them to a real server;
 none may get a 5xx, every refusal is a one-line `{"error": ...}`, and every status is one
 the schema documents. (schemathesis' pytest plugin is not used: it does not load under the
 pytest here; its strategies are driven by hypothesis directly.)"""

@@ -44,6 +44,7 @@ def compute_stats(ws) -> dict:
         entry["tie_rate"] = _rate(entry["ties"], entry["judged"])
         entry["both_bad_rate"] = _rate(entry["both_bad"], entry["judged"])
     totals = db.execute("select count(*), sum(choice = 'skip') from comparisons").fetchone()
+    served = served_thumbs(db)
     return {
         "comparisons": totals[0], "skips": totals[1] or 0,
         "items": len({v.item for v in votes}),
@@ -58,7 +59,31 @@ def compute_stats(ws) -> dict:
             for n in range(1, 6)}},
         "passage_judgments": dict(zip(("count", "relevant"), db.execute(
             "select count(*), coalesce(sum(relevant), 0) from passage_judgments").fetchone())),
+        # Only in workspaces that served answers with thumbs, so other reports stay as they were.
+        **({"served": served} if served else {}),
     }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a rate k/n (sound for small n and rates near 0 or 1)."""
+    p, d = k / n, 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def served_thumbs(db) -> list[dict]:
+    """Thumbs-up rate per adapter on answers `ragloop serve` gave (each rater's latest thumbs
+    per answer), with a 95% interval: the live A/B comparison."""
+    rows = db.execute("""
+        select adapter, sum(up), count(*) from (
+            select f.adapter, json_extract(f.value_json, '$.thumbs') = 'up' as up,
+                   row_number() over (partition by f.rater_id, f.trace_id
+                                      order by f.created_at desc, f.rowid desc) as latest
+            from serve_feedback f where json_extract(f.value_json, '$.thumbs') is not null)
+        where latest = 1 group by adapter order by adapter""").fetchall()
+    return [{"adapter": adapter, "up": up, "thumbs": n, "up_rate": _rate(up, n),
+             "interval": wilson(up, n)} for adapter, up, n in rows]
 
 
 def position_bias(votes) -> dict:
@@ -146,4 +171,9 @@ def format_stats(s: dict) -> list[str]:
     by_value = " ".join(f"{k}:{v}" for k, v in sc["by_value"].items())
     lines.append(f"Scores: {sc['count']} ({by_value}); passage judgments: {pj['count']} "
                  f"({pj['relevant']} relevant)")
+    for a in s.get("served", []):
+        low, high = a["interval"]
+        lines.append(f"Served, adapter {a['adapter'] or '(none)'}: {a['up']} of {a['thumbs']} "
+                     f"thumbs up ({100 * a['up_rate']:.0f}%, 95% interval {100 * low:.0f}-"
+                     f"{100 * high:.0f}%)")
     return lines
