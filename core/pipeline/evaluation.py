@@ -1,4 +1,5 @@
-"""Evaluating an adapter, and the retrieval under it: the API behind `ragloop eval`.
+"""Evaluating an adapter (or a prompt against another: `baseline_prompt`), and the
+retrieval under it: the API behind `ragloop eval`.
 
     context = prepare_eval(ws, EvalSettings(...))   # checks everything, writes nothing
     result = run_eval(context)                      # runs the evaluators, writes the report
