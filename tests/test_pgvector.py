@@ -88,9 +88,11 @@ def pg_rows(url, table):
         return conn.execute(f"select id, origin from {table}_chunks").fetchall()
 
 
-QUERIES = ["terminal colors and tables", "write tests with fixtures", "plugin hooks",
-           "array computing", "database rows from json", "command line interface options",
-           "postgres adapter connection", "similarity search of vectors"]
+# No English stop words: FTS5 indexes them, PostgreSQL's english configuration drops them, so
+# a chunk that matches a query on "and" alone is a BM25 hit in one and not the other.
+QUERIES = ["terminal colors tables", "write tests fixtures", "plugin hooks",
+           "array computing", "database rows json", "command line interface options",
+           "postgres adapter connection", "similarity search vectors"]
 
 
 @pytest.mark.slow
