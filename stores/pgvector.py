@@ -337,7 +337,9 @@ class PgvectorStore(Store):
         with self._errors():
             found = dict(self.conn.execute(f"select id, embedding from {self.t} "
                                            f"where id = any(%s)", [ids]).fetchall())
-        return np.asarray([found[i] for i in ids], dtype="float32").reshape(len(ids), -1)
+        # pgvector's loader gives Vector objects (numpy arrays in older releases)
+        rows = [getattr(found[i], "to_numpy", lambda v=found[i]: v)() for i in ids]
+        return np.asarray(rows, dtype="float32").reshape(len(ids), -1)
 
     def chunk_total(self) -> int:
         with self._errors():
