@@ -92,22 +92,15 @@ def build_prompt(question: str, hits: list, generator, max_new_tokens: int, prom
     tokens, text, messages = size()
     _require_question(prompt, messages, question)
     notes = []
-    dropped = 0
-    while tokens > budget and examples:
-        examples.pop()
-        dropped += 1
-        tokens, text, messages = size()
-    if dropped:
-        notes.append(f"{dropped} example(s) left out to fit the model's context "
-                     f"({generator.context_length} tokens)")
-    dropped = 0
-    while tokens > budget and len(hits) > 1:
-        hits.pop()
-        dropped += 1
-        tokens, text, messages = size()
-    if dropped:
-        notes.append(f"{dropped} passage(s) left out to fit the model's context "
-                     f"({generator.context_length} tokens)")
+    for items, noun, keep in ((examples, "example(s)", 0), (hits, "passage(s)", 1)):
+        dropped = 0
+        while tokens > budget and len(items) > keep:
+            items.pop()
+            dropped += 1
+            tokens, text, messages = size()
+        if dropped:
+            notes.append(f"{dropped} {noun} left out to fit the model's context "
+                         f"({generator.context_length} tokens)")
     if tokens > budget and hits:
         last = hits[-1]
         words = last.text.split()

@@ -37,6 +37,7 @@ from ragloop.plugins.generators.transformers import (
     TOP_P,
     TransformersConfig,
     TransformersGenerator,
+    fit_requests,
     sampling,
 )
 from ragloop.plugins.hf.common import (
@@ -246,20 +247,7 @@ class OnnxGenaiGenerator(Generator):
                 "precision": self.config.precision}
 
     def _request(self, conversations, max_new_tokens: int, temperature: float):
-        if max_new_tokens < 1:
-            raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
-        out = []
-        for messages in conversations:
-            ids = self._encode(self.render(messages))
-            room = self.context_length - len(ids)
-            if room < 1:
-                raise RagloopError(f"the prompt is {len(ids)} tokens but the model's context "
-                                   f"is {self.context_length}; shorten the question or use "
-                                   f"fewer passages")
-            out.append((ids, min(max_new_tokens, room)))
-        return out
+        return fit_requests(self, conversations, max_new_tokens, temperature)
 
     def _generator(self, rows: list[list[int]], max_length: int, temperature: float,
                    seed: int | None):

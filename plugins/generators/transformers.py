@@ -350,21 +350,7 @@ class TransformersGenerator(Generator):
                 self.last_generation["compressed"] = self.compressed
 
     def _request(self, conversations, max_new_tokens: int, temperature: float):
-        """[(prompt ids, new tokens that fit)] per conversation; bad requests refused."""
-        if max_new_tokens < 1:
-            raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if temperature < 0:
-            raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
-        out = []
-        for messages in conversations:
-            prompt_ids = self._encode(self.render(messages))
-            room = self.context_length - len(prompt_ids)
-            if room < 1:
-                raise RagloopError(f"the prompt is {len(prompt_ids)} tokens but the model's "
-                                   f"context is {self.context_length}; shorten the question "
-                                   f"or use fewer passages")
-            out.append((prompt_ids, min(max_new_tokens, room)))
-        return out
+        return fit_requests(self, conversations, max_new_tokens, temperature)
 
     def _decoding(self, eos: list[int], temperature: float) -> dict:
         sample = temperature > 0
@@ -443,6 +429,25 @@ def sampling(temperature: float, seed: int | None) -> tuple[bool, int | None]:
         seed = random.SystemRandom().randrange(2**31)
     return sample, seed
 
+
+
+def fit_requests(generator, conversations, max_new_tokens: int, temperature: float):
+    """[(prompt ids, new tokens that fit)] per conversation, for a generator with `render`,
+    `_encode` and `context_length`; bad requests refused."""
+    if max_new_tokens < 1:
+        raise RagloopError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise RagloopError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    out = []
+    for messages in conversations:
+        prompt_ids = generator._encode(generator.render(messages))
+        room = generator.context_length - len(prompt_ids)
+        if room < 1:
+            raise RagloopError(f"the prompt is {len(prompt_ids)} tokens but the model's "
+                               f"context is {generator.context_length}; shorten the question "
+                               f"or use fewer passages")
+        out.append((prompt_ids, min(max_new_tokens, room)))
+    return out
 
 @hookimpl
 def register_generators(register):
