@@ -21,6 +21,7 @@ from typing import Sequence
 from ragloop.core import Embedder, RagloopError, hookimpl
 from ragloop.plugins.embedders import light_query, runtimes
 from ragloop.plugins.hf.common import (
+    LOADING,
     library_warnings_hidden,
     looks_like_path,
     quiet_transformers,
@@ -177,7 +178,7 @@ class SentenceTransformersEmbedder(Embedder):
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
         try:
-            with library_warnings_hidden():
+            with LOADING, library_warnings_hidden():
                 model = SentenceTransformer(source, device=resolve_device(self.config.device),
                                             trust_remote_code=self.config.trust_remote_code)
         except Exception as exc:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,13 @@ def token_encoder(tokenizer):
     plain.no_truncation()
     plain.no_padding()
     return lambda text: plain.encode(text, add_special_tokens=False).ids
+
+
+# transformers builds a model under a torch device mode (meta) and swaps torch's init
+# functions while it loads; two threads loading at once (a prefetch or server thread beside
+# the main one, or the judge's embedder) can leave the meta mode on for every later load in
+# the process ("Cannot copy out of meta tensor"). Loads take this lock: one at a time.
+LOADING = threading.RLock()
 
 
 @contextmanager

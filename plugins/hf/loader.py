@@ -16,7 +16,7 @@ functions: every CLI start imports the plugin modules.
 
 from __future__ import annotations
 
-from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers
+from ragloop.plugins.hf.common import LOADING, library_warnings_hidden, quiet_transformers
 
 
 def torch_dtype(dtype):
@@ -35,7 +35,7 @@ def apply_adapter(model, adapter, *, merge: bool = False):
     """`model` with the PEFT adapter in folder `adapter` on top: a PeftModel, or with
     `merge` the plain model with the adapter's weights added into it."""
     from peft import PeftModel
-    with library_warnings_hidden():
+    with LOADING, library_warnings_hidden():
         model = PeftModel.from_pretrained(model, str(adapter))
         return model.merge_and_unload() if merge else model
 
@@ -55,7 +55,7 @@ def load_causal_lm(model, *, adapter=None, merge: bool = False, dtype="float32",
     quantization_config). Errors are the libraries' own: callers word them for users."""
     quiet_transformers()
     from transformers import AutoModelForCausalLM
-    with library_warnings_hidden():
+    with LOADING, library_warnings_hidden():
         loaded = AutoModelForCausalLM.from_pretrained(
             str(model), dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
             **from_pretrained_kwargs)
@@ -71,7 +71,7 @@ def load_sequence_classifier(model, *, adapter=None, merge: bool = False, num_la
     padded batch."""
     quiet_transformers()
     from transformers import AutoModelForSequenceClassification
-    with library_warnings_hidden():
+    with LOADING, library_warnings_hidden():
         loaded = AutoModelForSequenceClassification.from_pretrained(
             str(model), num_labels=num_labels, dtype=torch_dtype(dtype),
             trust_remote_code=trust_remote_code, **from_pretrained_kwargs)
