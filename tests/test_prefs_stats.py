@@ -156,3 +156,63 @@ def test_every_stats_key_is_documented(mixed, ragloop_home):
     keys = set(report) | set(report["raters"][0]) | set(report["position_bias"]) | \
         set(report["agreement"])
     assert [k for k in sorted(keys) if f"`{k}`" not in docs] == []
+
+
+def served(ws, it, first, second):
+    """Mark an item's two answers as served by adapters `first` and `second`."""
+    for cid, adapter in zip(it[1:], (first, second)):
+        ws.db["serve_traces"].insert({"id": new_id(), "kind": "ask", "question": "q",
+                                      "question_id": it[0], "candidate_id": cid,
+                                      "adapter": adapter, "hits_json": "[]",
+                                      "created_at": utcnow()})
+    return it
+
+
+def test_head_to_head_by_hand_per_pair_of_adapters(ws):
+    # base vs x: x wins 2 (once stored the other way round), base wins 1, a tie, a both-bad;
+    # alice's first vote on p is replaced by her later one. base vs y: y wins 1.
+    p, q, r, s, t = (served(ws, item(ws, n), "base", "x") for n in "pqrst")
+    compare(ws, p, "a", rater_id="alice")       # replaced below
+    compare(ws, p, "b", rater_id="alice")       # x
+    compare(ws, q, "a", rater_id="alice", swap=True)    # candidate_a is q's second: x
+    compare(ws, r, "a", rater_id="bob")         # base
+    compare(ws, s, "tie", rater_id="alice")
+    compare(ws, t, "both-bad", rater_id="alice")
+    compare(ws, t, "skip", rater_id="bob")      # no opinion
+    u = served(ws, item(ws, "u"), "y", "base")
+    compare(ws, u, "a", rater_id="alice")       # y
+    same = served(ws, item(ws, "v"), "x", "x")  # two samples of one adapter: not counted
+    compare(ws, same, "a", rater_id="alice")
+    compare(ws, item(ws, "w"), "a", rater_id="alice")   # not served at all
+    rows = compute_stats(ws)["head_to_head"]
+
+    def row(me, other, wins, losses, ties=0, both_bad=0):
+        decided = wins + losses
+        return {"adapter": me, "opponent": other, "wins": wins, "losses": losses,
+                "ties": ties, "both_bad": both_bad, "decided": decided,
+                "win_rate": round(wins / decided, 4), "interval": wilson(wins, decided)}
+
+    from ragloop.core.pipeline.prefs_stats import wilson
+    assert rows == [row("base", "x", 1, 2, 1, 1), row("base", "y", 0, 1),
+                    row("x", "base", 2, 1, 1, 1), row("y", "base", 1, 0)]
+    assert wilson(2, 3) == (0.2077, 0.9385)
+    lines = run("prefs", "stats").stdout.splitlines()
+    assert lines[-4:] == [
+        "Head to head, adapter base vs x: won 1 of 3 decided (33%, 95% interval 6-79%); "
+        "1 tie, 1 both bad",
+        "Head to head, adapter base vs y: won 0 of 1 decided (0%, 95% interval 0-79%); "
+        "0 ties, 0 both bad",
+        "Head to head, adapter x vs base: won 2 of 3 decided (67%, 95% interval 21-94%); "
+        "1 tie, 1 both bad",
+        "Head to head, adapter y vs base: won 1 of 1 decided (100%, 95% interval 21-100%); "
+        "0 ties, 0 both bad"]
+    assert run("eval", "--live").stdout.splitlines() == lines[-4:]
+
+
+def test_a_head_to_head_with_only_ties_has_no_win_rate(ws):
+    compare(ws, served(ws, item(ws, "p"), "base", "x"), "tie")
+    first = compute_stats(ws)["head_to_head"][0]
+    assert (first["decided"], first["ties"], first["win_rate"], first["interval"]) == \
+        (0, 1, None, None)
+    assert "Head to head, adapter base vs x: no decided verdicts yet; 1 tie, 0 both bad" in \
+        run("prefs", "stats").stdout.splitlines()

@@ -195,6 +195,13 @@ def test_compare_verdict_becomes_a_pair_oriented_as_shown(server):
     assert shown.status_code == 200, shown.text
     body = shown.json()
     assert body["a"]["answer"] != body["b"]["answer"] and body["sources"]
+    # Without --ab both answers are samples of the one adapter served (here none).
+    assert body["head_to_head"] is False and body["adapter"] is None
+    db = sqlite3.connect(server.home / "ragloop.db")
+    both = [db.execute("select t.adapter, c.adapter, c.model_id from serve_traces t join "
+                       "candidates c on c.id = t.candidate_id where t.id = ?",
+                       [body[x]["trace_id"]]).fetchone() for x in "ab"]
+    assert both[0] == both[1] and both[0][:2] == (None, None)
     feedback(server, compare_id=body["compare_id"], verdict="b", comment="b cites")
     pairs = [p for p in export(server.home, "pairs") if p["question"] == "tell me about gadget3"]
     assert len(pairs) == 1
@@ -202,6 +209,9 @@ def test_compare_verdict_becomes_a_pair_oriented_as_shown(server):
                                                          body["a"]["answer"])
     # Each shown answer has its own trace for thumbs too.
     feedback(server, trace_id=body["a"]["trace_id"], thumbs="down")
+    # Two samples of one adapter are no head-to-head: no live win rate comes of them.
+    stats = json.loads(run("--home", server.home, "prefs", "stats", "--json").stdout)
+    assert "head_to_head" not in stats
 
 
 def test_wilson_interval():

@@ -45,12 +45,15 @@ from ragloop.core.pipeline.prompt import DEFAULT_PROMPT
               "against its base: winrate and correctness.")
 @click.option("--compress", metavar="METHOD", help="Quantize both models as they load, e.g. "
               "torchao-int8-dynamic (see docs/compression.md).")
+@click.option("--live", is_flag=True, help="Print what `ragloop serve` collected instead: "
+              "thumbs-up rate and head-to-head win rate per served adapter, with 95% "
+              "intervals; generates nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @options_option
 @pass_workspace
 def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, limit, k,
-                 max_new_tokens, generator, prompt_name, baseline_prompt, compress, as_json,
-                 options):
+                 max_new_tokens, generator, prompt_name, baseline_prompt, compress, live,
+                 as_json, options):
     """Evaluate an adapter (or a prompt) and the retrieval; write a report.
 
     Evaluators: retrieval (recall@k, MRR@10, nDCG@10 against your passage judgments),
@@ -59,8 +62,11 @@ def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, 
     checked against the reference answers of a --questions file). Options go to an
     evaluator as -o NAME.key=value (e.g. -o reward.beta=0.1), to the generator otherwise
     (-o model=PATH). With --baseline-prompt, --prompt is compared against it instead:
-    in the metrics, "base" is the baseline prompt and "adapter" the prompt.
+    in the metrics, "base" is the baseline prompt and "adapter" the prompt. With --live,
+    nothing is evaluated: the served feedback's numbers per adapter are printed.
     """
+    if live:
+        return _live(ws, as_json)
     if compress:               # a generator option, as in `rate`, so the report records it
         registry.get_compressor(compress)
         options = (*options, f"compress={compress}")
@@ -90,3 +96,23 @@ def eval_command(ws, adapter, questions_file, rater, rater_id, out, evaluators, 
     for name, evaluator in context.evaluators.items():
         click.echo(summary_line(name, evaluator, result.results[name]))
     click.echo(f"Report: {result.folder / 'report.md'}")
+
+
+def _live(ws, as_json: bool) -> None:
+    """`eval --live`: the live numbers of `prefs stats`, alone. No feedback yet is a normal
+    state of a new server, not an error: one line, exit 0."""
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params if p.name not in ("live", "as_json")
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise click.UsageError(f"--live reads the served feedback and evaluates nothing; "
+                               f"drop {max(given[0].opts, key=len)}")
+    from ragloop.core.pipeline.prefs_stats import format_live, live_stats
+    report = live_stats(ws.db)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    elif not (report["served"] or report["head_to_head"]):
+        click.echo("No served feedback yet: thumbs and compare verdicts sent to "
+                   "`ragloop serve` show here.")
+    else:
+        click.echo("\n".join(format_live(report)))

@@ -5,6 +5,9 @@ row and skip counts use every row. Agreement is over shared items (a question's 
 pair of answers judged by two or more rater ids) and the categorical choice (a, b, tie,
 both-bad): Cohen's kappa when exactly two raters share items, Krippendorff's alpha (nominal)
 when more do. Position bias leaves out imported comparisons, whose screen side is unknown.
+What `ragloop serve` collected is reported per adapter: the thumbs-up rate and, from
+compare verdicts between two adapters, the live win rate (`live_stats` alone is
+`ragloop eval --live`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def compute_stats(ws) -> dict:
         entry["tie_rate"] = _rate(entry["ties"], entry["judged"])
         entry["both_bad_rate"] = _rate(entry["both_bad"], entry["judged"])
     totals = db.execute("select count(*), sum(choice = 'skip') from comparisons").fetchone()
-    served = served_thumbs(db)
+    served, matches = served_thumbs(db), head_to_head(db, votes)
     return {
         "comparisons": totals[0], "skips": totals[1] or 0,
         "items": len({v.item for v in votes}),
@@ -59,8 +62,10 @@ def compute_stats(ws) -> dict:
             for n in range(1, 6)}},
         "passage_judgments": dict(zip(("count", "relevant"), db.execute(
             "select count(*), coalesce(sum(relevant), 0) from passage_judgments").fetchone())),
-        # Only in workspaces that served answers with thumbs, so other reports stay as they were.
+        # Only in workspaces that served answers with thumbs or head-to-heads, so other
+        # reports stay as they were.
         **({"served": served} if served else {}),
+        **({"head_to_head": matches} if matches else {}),
     }
 
 
@@ -84,6 +89,64 @@ def served_thumbs(db) -> list[dict]:
         where latest = 1 group by adapter order by adapter""").fetchall()
     return [{"adapter": adapter, "up": up, "thumbs": n, "up_rate": _rate(up, n),
              "interval": wilson(up, n)} for adapter, up, n in rows]
+
+
+def head_to_head(db, votes) -> list[dict]:
+    """The live win rate between adapters, from verdicts on comparisons whose two answers
+    `ragloop serve` gave with different adapters (`/v1/compare` under `--ab`), each rater's
+    latest vote per pair: one entry per adapter and opponent. `win_rate` = wins / decided
+    (a or b), with its 95% Wilson interval; ties and both-bad are counted apart."""
+    served_as = dict(db.execute("select candidate_id, adapter from serve_traces "
+                                "where kind = 'ask' and candidate_id is not null").fetchall())
+    tally = defaultdict(lambda: {"wins": 0, "losses": 0, "ties": 0, "both_bad": 0})
+    for v in votes:
+        first, second = v.item[1], v.item[2]
+        if first not in served_as or second not in served_as:
+            continue        # not two served answers (a correction, `rate`'s own answers)
+        x, y = served_as[first], served_as[second]
+        if x == y:
+            continue        # two samples of one adapter: no head-to-head
+        for me, other, mine in ((x, y, first), (y, x, second)):
+            t = tally[(me, other)]
+            if v.choice in ("tie", "both-bad"):
+                t["ties" if v.choice == "tie" else "both_bad"] += 1
+            else:
+                t["wins" if v.winner == mine else "losses"] += 1
+    rows = []
+    for (me, other), t in sorted(tally.items(), key=lambda e: (e[0][0] or "", e[0][1] or "")):
+        decided = t["wins"] + t["losses"]
+        rows.append({"adapter": me, "opponent": other, **t, "decided": decided,
+                     "win_rate": _rate(t["wins"], decided),
+                     "interval": wilson(t["wins"], decided) if decided else None})
+    return rows
+
+
+def live_stats(db) -> dict:
+    """What `ragloop eval --live` shows: thumbs-up and head-to-head win rates per served
+    adapter, read from the stored feedback (nothing is generated)."""
+    return {"served": served_thumbs(db),
+            "head_to_head": head_to_head(db, latest_votes(db, include_eval=True))}
+
+
+def format_live(s: dict) -> list[str]:
+    """The served lines of `prefs stats` and `eval --live`."""
+    lines = []
+    for a in s.get("served", []):
+        low, high = a["interval"]
+        lines.append(f"Served, adapter {a['adapter'] or '(none)'}: {a['up']} of {a['thumbs']} "
+                     f"thumbs up ({100 * a['up_rate']:.0f}%, 95% interval {100 * low:.0f}-"
+                     f"{100 * high:.0f}%)")
+    for h in s.get("head_to_head", []):
+        rest = (f"{h['ties']} {'tie' if h['ties'] == 1 else 'ties'}, {h['both_bad']} both bad")
+        if h["decided"]:
+            low, high = h["interval"]
+            won = (f"won {h['wins']} of {h['decided']} decided ({100 * h['win_rate']:.0f}%, "
+                   f"95% interval {100 * low:.0f}-{100 * high:.0f}%)")
+        else:
+            won = "no decided verdicts yet"
+        lines.append(f"Head to head, adapter {h['adapter'] or '(none)'} vs "
+                     f"{h['opponent'] or '(none)'}: {won}; {rest}")
+    return lines
 
 
 def position_bias(votes) -> dict:
@@ -171,9 +234,4 @@ def format_stats(s: dict) -> list[str]:
     by_value = " ".join(f"{k}:{v}" for k, v in sc["by_value"].items())
     lines.append(f"Scores: {sc['count']} ({by_value}); passage judgments: {pj['count']} "
                  f"({pj['relevant']} relevant)")
-    for a in s.get("served", []):
-        low, high = a["interval"]
-        lines.append(f"Served, adapter {a['adapter'] or '(none)'}: {a['up']} of {a['thumbs']} "
-                     f"thumbs up ({100 * a['up_rate']:.0f}%, 95% interval {100 * low:.0f}-"
-                     f"{100 * high:.0f}%)")
-    return lines
+    return lines + format_live(s)

@@ -260,7 +260,7 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
         a, b = ({"trace_id": trace_ids[i], "answer": made["answers"][i][0]["text"]}
                 for i in shown)
         return {"compare_id": compare_id, "a": a, "b": b, "sources": made["sources"],
-                "adapter": made["adapter"]}
+                "adapter": made["adapter"], "head_to_head": made["head_to_head"]}
 
     @app.post("/v1/feedback", summary="Thumbs, a score, a correction, passages, a comment; "
               "or a verdict on a comparison")

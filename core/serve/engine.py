@@ -9,7 +9,8 @@ instead of competing, and nothing crashes under load. Writes go to the writer th
 Adapters: a fixed `--adapter`, else the workspace's chosen one, read again on every request,
 so `ragloop adapters use NAME` takes effect without a restart (the new adapter loads on the
 next request; the one it replaces is dropped). `--ab NAME:SHARE` routes each user (a hash of
-their rater id) to one adapter, the same one every time; `base` means no adapter.
+their rater id) to one adapter, the same one every time; `base` means no adapter. Under
+`--ab`, `/v1/compare` puts two adapters of the set head to head on one prompt.
 """
 
 from __future__ import annotations
@@ -243,17 +244,25 @@ class Engine:
     def compare(self, question: str, *, k: int, mode: str, max_new_tokens: int,
                 adapter: str | None) -> dict:
         """Two sampled answers to one prompt, as `ragloop rate` makes a pair, shown in a
-        random order that is recorded."""
+        random order that is recorded. Under `--ab`, a head-to-head: the two answers come
+        from two different adapters of the set (a random pair), each recorded on its trace;
+        otherwise both are samples of `adapter`."""
         searcher = self.rl.searcher
         searcher.require_index()
-        path, label = self._resolve(adapter)
-        model = self._model(path)
-        adapter_id = getattr(model, "adapter_id", None) or path
-        base = prepare(self.rl.workspace, question, model, k=k, mode=mode,
+        names = [name for name, _ in self.settings.ab]
+        pair = self._random.sample(names, 2) if len(names) > 1 else [adapter, adapter]
+        models = []
+        for name in pair:
+            path, label = self._resolve(name)
+            model = self._model(path)
+            models.append((model, label, getattr(model, "adapter_id", None) or path))
+        # One retrieval and one prompt for both: the pair is a preference on one input. The
+        # adapters of an --ab set share a base model, so the prompt renders the same for each.
+        base = prepare(self.rl.workspace, question, models[0][0], k=k, mode=mode,
                        max_new_tokens=max_new_tokens, searcher=searcher)
         seeds = self._random.sample(range(2**31), 2)
         pair_id, answers = new_id(), []
-        for slot, seed in zip("ab", seeds):
+        for slot, seed, (model, label, adapter_id) in zip("ab", seeds, models):
             answer = replace(base, params=dict(base.params), timings=dict(base.timings))
             for _ in generate(answer, model, temperature=COMPARE_TEMPERATURE, seed=seed):
                 pass
@@ -262,8 +271,10 @@ class Engine:
             answers.append((row, {"adapter": label,
                                   "hits": hits_json(answer.prompt.passages)}))
         left = self._random.randrange(2)
+        # A head-to-head stays blind: which adapter wrote which answer is on the traces only.
+        same = models[0][1] == models[1][1]
         return {"answers": answers, "left": left, "sources": sources(base.prompt.passages),
-                "adapter": label}
+                "adapter": models[0][1] if same else None, "head_to_head": not same}
 
     def remember(self, served: Served, candidate_id: str) -> None:
         """Cache a greedy answer once its candidate is stored (feedback on a cached answer

@@ -11,7 +11,9 @@ whose id is the trace id the client gets. Feedback against a trace becomes:
   comparison in which it won over the served answer: a DPO pair, correction chosen;
 - passages: passage judgments of the numbered sources; a comment: a comment row when the
   feedback made a comparison, and in `serve_feedback` always;
-- a compare verdict: a comparison of the two answers, as `rate` stores one (a/b as shown).
+- a compare verdict: a comparison of the two answers, as `rate` stores one (a/b as shown);
+  under `--ab` the two answers are two adapters' (each named on its trace), so the verdict
+  is also a live head-to-head between them (core/pipeline/prefs_stats.py counts it).
 
 Rows carry rater "serve" and the rater id of the token that sent them. Every request is also
 one `serve_feedback` row (the request as given), which is what the load test counts.
@@ -84,10 +86,13 @@ def record_answers(db, question: str, answers: list[tuple], *, user: str | None 
             "cached": int(bool(trace.get("cached"))), "user": user, "created_at": utcnow()})
     if compare is not None:
         compare_id, left = compare
+        # A head-to-head has no one adapter: each answer's trace names its own.
+        adapters = {trace.get("adapter") for _, _, trace in answers}
         db["serve_traces"].insert({
             "id": compare_id, "kind": "compare", "question": question, "question_id": qid,
             "candidate_id": ids[0], "candidate_b": ids[1], "left_candidate": ids[left],
-            "adapter": answers[0][2].get("adapter"), "hits_json": answers[0][2]["hits"],
+            "adapter": adapters.pop() if len(adapters) == 1 else None,
+            "hits_json": answers[0][2]["hits"],
             "user": user, "created_at": utcnow()})
     return ids
 
