@@ -292,6 +292,7 @@ class Comparison:
     total: int | None = None           # items planned this session; None when open-ended
     ask_scores: bool = False           # the user asked for a 1-5 score per answer
     ask_passages: bool = False         # ... and for a relevant yes/no per passage
+    reference: str | None = None       # the question's reference answer, when it has one
 
 
 @dataclass
@@ -321,6 +322,9 @@ class Rater(Component):
     # True for a rater that waits on a person: `rate` then generates the next item's answers
     # while this one is on screen, so the person does not wait for them.
     interactive: ClassVar[bool] = False
+    # True for a rater that decides by the question's reference answer (`Comparison.
+    # reference`): `rate` leaves questions without one out before generating, and counts them.
+    needs_reference: ClassVar[bool] = False
 
     def default_rater_id(self) -> str:
         """Who is rating, when the user gives no --rater-id."""

@@ -36,6 +36,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.raters.human",
     "ragloop.plugins.raters.judge",
     "ragloop.plugins.raters.llm_judge",
+    "ragloop.plugins.raters.reference",
     "ragloop.plugins.filters.dedup",
     "ragloop.plugins.filters.quality",
     "ragloop.plugins.filters.pii",

@@ -26,8 +26,8 @@ from ragloop.core.pipeline.rating import Session, Settings, load_rater
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Rate at most N items this session.")
 @click.option("--rater", default="human", show_default=True,
-              help="Rater plugin: human, judge, llm-judge, or an installed one; its options: "
-              "-o rater.key=value.")
+              help="Rater plugin: human, judge, llm-judge, reference (needs reference "
+              "answers), or an installed one; its options: -o rater.key=value.")
 @click.option("--rater-id", metavar="ID", help="Who is rating; default: your user name for "
               "human, judge@VERSION for the judge.")
 @click.option("--candidates", default="sample", show_default=True, metavar="KIND",
@@ -87,6 +87,8 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     else:
         raise RagloopError("no questions: give --questions FILE or --from-logs (stdin is not "
                            "a terminal to type them in)")
+    questions, left_out = _with_references(questions, rater) if rater_plugin.needs_reference \
+        else (questions, "")
     # A person reads while the next answers are generated; an automatic rater waits on
     # nothing, so it gets them in the foreground as before.
     session = Session(ws, rater_plugin, rater, rater_id or rater_plugin.default_rater_id(),
@@ -95,12 +97,30 @@ def rate(ctx, ws, questions_file, from_logs, limit, rater, rater_id, candidates,
     # load or generation is never a silent stretch.
     session.status = status
     try:
-        _run(ctx, session, questions, limit)
+        _run(ctx, session, questions, limit, left_out)
     finally:
         session.close()
 
 
-def _run(ctx, session: Session, questions, limit) -> None:
+def _with_references(questions, rater: str) -> tuple[list, str]:
+    """The questions that carry a reference answer, and the line that counts the others: a
+    rater that decides by the reference has nothing to go on without one, so those are left
+    out before anything is generated."""
+    needs = (f'the {rater} rater needs questions with a reference answer: give --questions '
+             f'FILE, JSONL lines with "question" and "answer"')
+    if questions is None:
+        raise RagloopError(needs + " (typed questions have none)")
+    kept = [q for q in questions if q.answer]
+    if not kept:
+        raise RagloopError(("the question has no reference answer; " if len(questions) == 1
+                            else f"none of the {len(questions)} questions has a reference "
+                                 f"answer; ") + needs)
+    missing = len(questions) - len(kept)
+    return kept, (f"{missing} question{'s' * (missing != 1)} without a reference answer left "
+                  f"out: the {rater} rater needs one." if missing else "")
+
+
+def _run(ctx, session: Session, questions, limit, left_out: str = "") -> None:
     session.open()
     if questions is None:
         total = limit
@@ -113,6 +133,7 @@ def _run(ctx, session: Session, questions, limit) -> None:
         if not pending:
             click.echo(f"All {len(questions)} questions are already rated by "
                        f"{session.rater_id}; nothing to do.")
+            _note(left_out)
             return
         total = min(len(pending), limit or len(pending))
         before = len(questions) - len(pending)
@@ -141,11 +162,14 @@ def _run(ctx, session: Session, questions, limit) -> None:
             question = upcoming if questions is not None else next(source, None)
     except StopRating as stop:
         _summary(rated, session, f"Stopped ({stop or 'quit'}): ", resume=True)
+        _note(left_out)
         return
     except KeyboardInterrupt:
         _summary(rated, session, "\nInterrupted: ", resume=True)
+        _note(left_out)
         ctx.exit(130)
     _summary(rated, session, "", resume=bool(limit and questions and total < len(pending)))
+    _note(left_out)
 
 
 def _not_mine(session: Session, question, typed: bool) -> None:
@@ -170,6 +194,11 @@ def _read_question() -> str | None:
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _note(line: str) -> None:
+    if line:
+        stderr.print(line, highlight=False, soft_wrap=True)
 
 
 def _summary(rated: Counter, session: Session, prefix: str, resume: bool) -> None:

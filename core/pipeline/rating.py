@@ -258,7 +258,8 @@ class Session:
                 question.text, [h.text for h in hits], shown[0].text, shown[1].text,
                 sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
                 cut_off=(shown[0].cut_off, shown[1].cut_off), position=position, total=total,
-                ask_scores=self.settings.scores, ask_passages=self.settings.passages)
+                ask_scores=self.settings.scores, ask_passages=self.settings.passages,
+                reference=question.answer)
             started = time.perf_counter()
             waited = round(started - arrived, 3)
             verdict = self._check(self.rater.compare(item), item)
@@ -547,7 +548,8 @@ class Session:
             item = Comparison(
                 question.text, [h.text for h in hits], cands[x].text, cands[y].text,
                 sources=[h.source + (f" ({h.heading})" if h.heading else "") for h in hits],
-                cut_off=(cands[x].cut_off, cands[y].cut_off), position=position, total=total)
+                cut_off=(cands[x].cut_off, cands[y].cut_off), position=position, total=total,
+                reference=question.answer)
             verdict = self._check(self.rater.compare(item), item)
             seconds = round(time.perf_counter() - started, 3)
             if verdict.choice is None:

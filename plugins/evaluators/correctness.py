@@ -19,19 +19,24 @@ Questions without a reference are counted as skipped, not scored.
 from __future__ import annotations
 
 import re
-import string
-import unicodedata
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from ragloop.core import Evaluator, RagloopError, hookimpl
+from ragloop.core import (
+    Evaluator,
+    RagloopError,
+    contains_reference,
+    hookimpl,
+    normalize_answer,
+    token_f1,
+)
 
 METRICS = ("containment", "f1", "cites_source")
 NEEDS = ('correctness needs questions with a reference answer: give --questions FILE, JSONL '
          'lines with "question" and "answer" (and optionally "source", the document it is from)')
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-ARTICLES = re.compile(r"\b(a|an|the)\b")
+# The core's, so this evaluator and the `reference` rater read "contains" the same way.
+contains, normalize = contains_reference, normalize_answer
 
 
 @dataclass
@@ -46,41 +51,6 @@ class CorrectnessOptions:
             raise ValueError(f"confidence must be between 0 and 1, got {self.confidence}")
         if self.samples < 100:
             raise ValueError(f"samples must be at least 100, got {self.samples}")
-
-
-def _is_punctuation(char: str) -> bool:
-    return char in string.punctuation or unicodedata.category(char).startswith("P")
-
-
-def normalize(text: str) -> str:
-    """SQuAD's answer normalization: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(c for c in text.lower() if not _is_punctuation(c))
-    return " ".join(ARTICLES.sub(" ", text).split())
-
-
-def strip_citations(answer: str) -> str:
-    return CITATION.sub(" ", answer)
-
-
-def contains(answer: str, reference: str) -> bool:
-    """The normalized reference occurs in the normalized answer on word boundaries (so a
-    reference "2" is not found in "2019"); an empty normalized reference is never found."""
-    ref = normalize(reference)
-    return bool(ref) and f" {ref} " in f" {normalize(strip_citations(answer))} "
-
-
-def token_f1(answer: str, reference: str) -> float:
-    """SQuAD's token F1: harmonic mean of the precision and recall of the normalized
-    tokens, counted with multiplicity."""
-    got = normalize(strip_citations(answer)).split()
-    want = normalize(reference).split()
-    if not got or not want:
-        return float(got == want)
-    overlap = sum((Counter(got) & Counter(want)).values())
-    if not overlap:
-        return 0.0
-    precision, recall = overlap / len(got), overlap / len(want)
-    return 2 * precision * recall / (precision + recall)
 
 
 def cited(answer: str, passages: int) -> list[int]:
