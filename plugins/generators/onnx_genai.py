@@ -34,11 +34,16 @@ from ragloop.plugins.generators.onnx_export import (
 )
 from ragloop.plugins.generators.transformers import (
     DEFAULT_CONTEXT_CAP,
-    TOP_P,
     TransformersConfig,
     TransformersGenerator,
+    answer_record,
+    check_sizes,
+    end_ids,
     fit_requests,
+    in_batches,
+    render_chat,
     sampling,
+    sampling_options,
 )
 from ragloop.plugins.hf.common import (
     library_warnings_hidden,
@@ -71,11 +76,7 @@ class OnnxGenaiConfig:
     def __post_init__(self):
         if not self.model.strip():
             raise ValueError("model is empty; give a folder")
-        if self.context_length < 0:
-            raise ValueError(f"context_length must be 0 (automatic) or positive, "
-                             f"got {self.context_length}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_sizes(self)
 
 
 class OnnxGenaiGenerator(Generator):
@@ -167,27 +168,19 @@ class OnnxGenaiGenerator(Generator):
             raise RagloopError(f"the model {source} has no chat template; use an "
                                f"instruct/chat model")
         self._tokenizer = tokenizer
+        self._encode_tokens = token_encoder(tokenizer)
         self._own_context = getattr(config, "max_position_embeddings", 0) or 2048
         self._eos = self._eos_ids(Path(source), tokenizer)
 
     @staticmethod
     def _eos_ids(folder: Path, tokenizer) -> list[int]:
         """The ids TransformersGenerator._eos_ids gives, from the files alone."""
-        ids = set()
         try:
             configured = json.loads((folder / "generation_config.json").read_text())
             configured = configured.get("eos_token_id")
         except (OSError, ValueError):
             configured = None
-        ids.update(configured if isinstance(configured, list) else
-                   [configured] if configured is not None else [])
-        if tokenizer.eos_token_id is not None:
-            ids.add(tokenizer.eos_token_id)
-        if "<|im_end|>" in (tokenizer.chat_template or ""):
-            end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-            if isinstance(end, int) and end != tokenizer.unk_token_id:
-                ids.add(end)
-        return sorted(ids)
+        return end_ids(configured, tokenizer)
 
     def _pad_id(self) -> int:
         pad = self._tokenizer.pad_token_id
@@ -223,22 +216,13 @@ class OnnxGenaiGenerator(Generator):
         return len(self._encode(text))
 
     def _encode(self, text: str) -> list[int]:
-        if self._encode_tokens is None:
-            self._encode_tokens = token_encoder(self._tokenizer)
-        return self._encode_tokens(text)
+        return self._encode_tokens(text)          # set with the tokenizer, by _load
 
     def render(self, messages: list[dict]) -> str:
-        if not messages:
-            raise RagloopError("no messages to send to the model")
         self._load()
         if self.fallen_back:
             return self.hf.render(messages)
-        try:
-            return self._tokenizer.apply_chat_template(messages, tokenize=False,
-                                                       add_generation_prompt=True)
-        except Exception as exc:
-            raise RagloopError(f"the chat template of {self.model_id} rejected the messages "
-                               f"({short_error(exc)})") from None
+        return render_chat(self._tokenizer, messages, self.model_id)
 
     # ---- generating ---------------------------------------------------------------------
 
@@ -254,11 +238,11 @@ class OnnxGenaiGenerator(Generator):
         import numpy as np
         import onnxruntime_genai as og
         params = og.GeneratorParams(self._runtime)
-        options = dict(max_length=max_length, batch_size=len(rows), do_sample=temperature > 0)
+        # Sampled as the transformers generator samples; greedy leaves the rest unnamed.
+        options = {k: v for k, v in sampling_options(temperature).items() if v is not None}
         if temperature > 0:
-            # top_k 0: no top-k cut, as the transformers generator samples.
-            options.update(temperature=temperature, top_p=TOP_P, top_k=0, random_seed=seed)
-        params.set_search_options(**options)
+            options["random_seed"] = seed
+        params.set_search_options(max_length=max_length, batch_size=len(rows), **options)
         generator = og.Generator(self._runtime, params)
         generator.append_tokens(np.array(rows, dtype=np.int32))
         return generator
@@ -272,7 +256,7 @@ class OnnxGenaiGenerator(Generator):
             self.last_generation = {**self.hf.last_generation, "fallback": self.fallen_back}
             return
         ((ids, room),) = self._request([messages], max_new_tokens, temperature)
-        sample, seed = sampling(temperature, seed)
+        _, seed = sampling(temperature, seed)
         started = time.perf_counter()
         first = None
         new: list[int] = []
@@ -299,14 +283,9 @@ class OnnxGenaiGenerator(Generator):
             stop = "eos" if new and new[-1] in self._eos else "length"
         finally:
             seconds = time.perf_counter() - started
-            self.last_generation = {
-                "seed": seed, "temperature": temperature, "do_sample": sample,
-                "top_p": TOP_P if sample else None, "max_new_tokens": room,
-                "prompt_tokens": len(ids), "new_tokens": len(new), "stop": stop,
-                "seconds": round(seconds, 3), "first_piece_seconds": round(first or seconds, 3),
-                "tokens_per_second": round(len(new) / seconds, 2) if seconds > 0 else None,
-                **self._provenance(),
-            }
+            self.last_generation = {"seed": seed, **answer_record(
+                temperature, room, len(ids), len(new), stop, seconds, first=first or seconds),
+                **self._provenance()}
 
     def generate_many(self, conversations: list[list[dict]], *, max_new_tokens: int = 256,
                       temperature: float = 0.0, seed: int | None = None) -> list[str]:
@@ -325,17 +304,9 @@ class OnnxGenaiGenerator(Generator):
             return answers
         requests = self._request(conversations, max_new_tokens, temperature)
         _, seed = sampling(temperature, seed)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
-        size = self.config.batch_size
-        answers: list[str] = [""] * len(requests)
-        records: list[dict] = [{}] * len(requests)
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            for i, (text, record) in zip(chunk, self._batch([requests[i] for i in chunk],
-                                                            temperature, seed)):
-                answers[i] = text
-                records[i] = {**record, "seed": seed, "batch": len(chunk)}
-        self.last_generations = records
+        answers, self.last_generations = in_batches(
+            requests, self.config.batch_size, seed,
+            lambda chunk: self._batch(chunk, temperature, seed))
         return answers
 
     def _batch(self, requests, temperature: float, seed: int | None):
@@ -359,13 +330,10 @@ class OnnxGenaiGenerator(Generator):
                     new[i].append(int(token))
                     finished[i] = int(token) in self._eos or len(new[i]) >= requests[i][1]
         seconds = time.perf_counter() - started
-        sample = temperature > 0
         return [(self._tokenizer.decode(tokens, skip_special_tokens=True), {
-            "temperature": temperature, "do_sample": sample, "top_p": TOP_P if sample else None,
-            "max_new_tokens": room, "prompt_tokens": len(ids), "new_tokens": len(tokens),
-            "stop": "eos" if tokens and tokens[-1] in self._eos else "length",
-            "seconds": round(seconds, 3), **self._provenance()})
-            for tokens, (ids, room) in zip(new, requests)]
+            **answer_record(temperature, room, len(ids), len(tokens),
+                            "eos" if tokens and tokens[-1] in self._eos else "length", seconds),
+            **self._provenance()}) for tokens, (ids, room) in zip(new, requests)]
 
 
 @hookimpl

@@ -85,11 +85,16 @@ class TransformersConfig:
             raise ValueError("model is empty; give a folder or a hub id")
         if not (self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
-        if self.context_length < 0:
-            raise ValueError(f"context_length must be 0 (automatic) or positive, "
-                             f"got {self.context_length}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        check_sizes(self)
+
+
+def check_sizes(config) -> None:
+    """The checks a generator's `context_length` and `batch_size` options share."""
+    if config.context_length < 0:
+        raise ValueError(f"context_length must be 0 (automatic) or positive, "
+                         f"got {config.context_length}")
+    if config.batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {config.batch_size}")
 
 
 class TransformersGenerator(Generator):
@@ -288,29 +293,12 @@ class TransformersGenerator(Generator):
         return self._encode_tokens(text)
 
     def render(self, messages: list[dict]) -> str:
-        if not messages:
-            raise RagloopError("no messages to send to the model")
-        tokenizer = self.tokenizer           # load errors are already one-line RagloopErrors
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False,
-                                                      add_generation_prompt=True)
-        except Exception as exc:
-            raise RagloopError(f"the chat template of {self.model_id} rejected the messages "
-                               f"({short_error(exc)})") from None
+        # Load errors are already one-line RagloopErrors.
+        return render_chat(self.tokenizer, messages, self.model_id)
 
     def _eos_ids(self) -> list[int]:
-        ids = set()
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        ids.update(configured if isinstance(configured, list) else
-                   [configured] if configured is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        # ChatML templates end each turn with <|im_end|>, which is not always the eos token.
-        if "<|im_end|>" in (self.tokenizer.chat_template or ""):
-            end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-            if isinstance(end, int) and end != self.tokenizer.unk_token_id:
-                ids.add(end)
-        return sorted(ids)
+        return end_ids(getattr(self.model.generation_config, "eos_token_id", None),
+                       self.tokenizer)
 
     def generate(self, messages: list[dict], *, max_new_tokens: int = 256,
                  temperature: float = 0.0, seed: int | None = None) -> Iterator[str]:
@@ -339,27 +327,22 @@ class TransformersGenerator(Generator):
             stop = ("error" if "error" in outcome else
                     "cancelled" if not outcome.get("finished") else
                     "eos" if new and new[-1] in eos else "length")
-            self.last_generation = {
-                "seed": seed, "temperature": temperature, "do_sample": sample,
-                "top_p": TOP_P if sample else None, "max_new_tokens": max_new_tokens,
-                "prompt_tokens": len(prompt_ids), "new_tokens": len(new), "stop": stop,
-                "seconds": round(seconds, 3), "first_piece_seconds": round(first or seconds, 3),
-                "tokens_per_second": round(len(new) / seconds, 2) if seconds > 0 else None,
-            }
-            if self.compressed:
-                self.last_generation["compressed"] = self.compressed
+            self.last_generation = {"seed": seed, **answer_record(
+                temperature, max_new_tokens, len(prompt_ids), len(new), stop, seconds,
+                first=first or seconds), **self._provenance()}
 
     def _request(self, conversations, max_new_tokens: int, temperature: float):
         return fit_requests(self, conversations, max_new_tokens, temperature)
 
+    def _provenance(self) -> dict:
+        return {"compressed": self.compressed} if self.compressed else {}
+
     def _decoding(self, eos: list[int], temperature: float) -> dict:
-        sample = temperature > 0
         pad = self.tokenizer.pad_token_id
+        # Greedy requests name the sampling options as None, so sampling defaults in a
+        # model's generation_config never turn a greedy request into a sampled one.
         return dict(eos_token_id=eos, pad_token_id=eos[0] if pad is None else pad,
-                    # Explicit, so sampling defaults in a model's generation_config never
-                    # turn a greedy request into a sampled one.
-                    do_sample=sample, temperature=temperature if sample else None,
-                    top_p=TOP_P if sample else None, top_k=0 if sample else None)
+                    **sampling_options(temperature))
 
     def generate_many(self, conversations: list[list[dict]], *, max_new_tokens: int = 256,
                       temperature: float = 0.0, seed: int | None = None) -> list[str]:
@@ -375,17 +358,9 @@ class TransformersGenerator(Generator):
         sample, seed = sampling(temperature, seed)
         if sample:
             torch.manual_seed(seed)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
-        size = self.config.batch_size
-        answers: list[str] = [""] * len(requests)
-        records: list[dict] = [{}] * len(requests)
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            for i, (text, record) in zip(chunk, self._batch([requests[i] for i in chunk],
-                                                            temperature)):
-                answers[i] = text
-                records[i] = {**record, "seed": seed, "batch": len(chunk)}
-        self.last_generations = records
+        answers, self.last_generations = in_batches(
+            requests, self.config.batch_size, seed,
+            lambda chunk: self._batch(chunk, temperature))
         return answers
 
     def _batch(self, requests, temperature: float) -> list[tuple[str, dict]]:
@@ -413,11 +388,8 @@ class TransformersGenerator(Generator):
                     new, stop = new[:at + 1], "eos"
                     break
             done.append((tokenizer.decode(new, skip_special_tokens=True), {
-                "temperature": temperature, "do_sample": temperature > 0,
-                "top_p": TOP_P if temperature > 0 else None, "max_new_tokens": room,
-                "prompt_tokens": len(ids), "new_tokens": len(new), "stop": stop,
-                "seconds": round(seconds, 3),
-                **({"compressed": self.compressed} if self.compressed else {})}))
+                **answer_record(temperature, room, len(ids), len(new), stop, seconds),
+                **self._provenance()}))
         return done
 
 
@@ -429,6 +401,71 @@ def sampling(temperature: float, seed: int | None) -> tuple[bool, int | None]:
         seed = random.SystemRandom().randrange(2**31)
     return sample, seed
 
+
+def sampling_options(temperature: float) -> dict:
+    """do_sample, temperature, top_p and top_k for one request: a sampled answer draws from
+    the TOP_P nucleus with no top-k cut; a greedy one names the other three as None."""
+    sample = temperature > 0
+    return dict(do_sample=sample, temperature=temperature if sample else None,
+                top_p=TOP_P if sample else None, top_k=0 if sample else None)
+
+
+def render_chat(tokenizer, messages: list[dict], model_id: str) -> str:
+    """`messages` through the tokenizer's chat template, ending where the answer begins;
+    no messages, or messages the template rejects, are a one-line error."""
+    if not messages:
+        raise RagloopError("no messages to send to the model")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception as exc:
+        raise RagloopError(f"the chat template of {model_id} rejected the messages "
+                           f"({short_error(exc)})") from None
+
+
+def end_ids(configured, tokenizer) -> list[int]:
+    """The token ids that end an answer: the generation config's eos id(s) (`configured`:
+    an id, a list of them, or None), the tokenizer's eos token, and a ChatML template's
+    <|im_end|>, which ends each turn and is not always the eos token."""
+    ids = set(configured if isinstance(configured, list) else
+              [configured] if configured is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    if "<|im_end|>" in (tokenizer.chat_template or ""):
+        end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end, int) and end != tokenizer.unk_token_id:
+            ids.add(end)
+    return sorted(ids)
+
+
+def answer_record(temperature: float, room: int, prompt_tokens: int, new_tokens: int,
+                  stop: str, seconds: float, first: float | None = None) -> dict:
+    """What `last_generation(s)` records of one answer; `first` (seconds to its first
+    piece) for a streamed answer, which records its speed too."""
+    sample = temperature > 0
+    record = {"temperature": temperature, "do_sample": sample,
+              "top_p": TOP_P if sample else None, "max_new_tokens": room,
+              "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "stop": stop,
+              "seconds": round(seconds, 3)}
+    if first is not None:
+        record["first_piece_seconds"] = round(first, 3)
+        record["tokens_per_second"] = round(new_tokens / seconds, 2) if seconds > 0 else None
+    return record
+
+
+def in_batches(requests, size: int, seed: int | None, run) -> tuple[list[str], list[dict]]:
+    """(answers, records) in the order of `requests`, `size` at a time through `run(chunk)`,
+    which gives (text, record) per request; similar prompt lengths go together, so little
+    of a batch is padding. Each record gains the seed and its batch's size."""
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+    answers: list[str] = [""] * len(requests)
+    records: list[dict] = [{}] * len(requests)
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        for i, (text, record) in zip(chunk, run([requests[i] for i in chunk])):
+            answers[i] = text
+            records[i] = {**record, "seed": seed, "batch": len(chunk)}
+    return answers, records
 
 
 def fit_requests(generator, conversations, max_new_tokens: int, temperature: float):
@@ -448,6 +485,7 @@ def fit_requests(generator, conversations, max_new_tokens: int, temperature: flo
                                f"or use fewer passages")
         out.append((prompt_ids, min(max_new_tokens, room)))
     return out
+
 
 @hookimpl
 def register_generators(register):
