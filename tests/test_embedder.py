@@ -92,6 +92,17 @@ def test_id_names_the_model_and_changes_with_its_weights(tmp_path):
     assert embedder(copy).id == id_a
 
 
+def test_embedders_of_one_model_share_it_until_its_files_change(tmp_path):
+    path = shutil.copytree(tiny_embedder(), tmp_path / "emb")
+    first = embedder(path)
+    assert embedder(path).model is first.model        # the judge's beside the searcher's
+    with open(path / "modules.json", "a") as f:
+        f.write("\n")                                 # the model rewritten in place
+    fresh = embedder(path)
+    assert fresh.model is not first.model
+    np.testing.assert_allclose(fresh.encode(TEXTS), first.encode(TEXTS), atol=1e-6)
+
+
 def test_count_tokens_uses_the_model_tokenizer_without_truncating(tiny, caplog):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tiny_embedder())

@@ -1,13 +1,16 @@
 """The judge's semantic support with the real packaged all-MiniLM-L6-v2 (the one judge test
 that loads an embedder): a paraphrase that shares no content word with its passage wins
 where word overlap alone sees a tie, and a sentence close in meaning but with a name or a
-number no passage holds earns nothing from meaning."""
+number no passage holds earns nothing from meaning; the judge takes the embedder's model
+already loaded in the process."""
 
 from ragloop.core.components import Comparison
-from ragloop.plugins.raters.judge import JudgeOptions, JudgeRater
+from ragloop.plugins.raters.judge import JudgeOptions, JudgeRater, workspace_embedder
 
 
 def test_meaning_decides_where_words_miss():
+    held = workspace_embedder(None)     # as a session's searcher holds the workspace's embedder
+    held.encode(["loaded", "before", "the judge"])
     overlap = JudgeRater(JudgeOptions(semantic=False))
     semantic = JudgeRater(JudgeOptions(semantic=True))     # no workspace: the default embedder
     mail = Comparison(
@@ -31,3 +34,6 @@ def test_meaning_decides_where_words_miss():
         wrong, Comparison(question, passages, wrong, right), False, [1.0]).support
     assert semantic.compare(Comparison(question, passages, wrong, right)).choice == "b"
     assert semantic.semantic._embedder is not None        # loaded once, kept for the session
+    # The judge's embedder took the model loaded already instead of loading it again.
+    assert semantic.semantic._embedder is not held
+    assert semantic.semantic._embedder.model is held.model

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +40,22 @@ _CONFIG_NAMES = {"modules.json", "sentence_bert_config.json", "config.json"}
 # there, else run torch on one thread (one query: 26-41 ms with 1 thread vs 128-686 ms with
 # 2 on this busy two-core machine; 22.5 vs 18.5 ms on a quiet one).
 QUERY_TEXTS = 2
+
+
+class Loaded:
+    """A loaded SentenceTransformer and the lock its encodes take: embedders of one model in
+    a process share it (the judge's and the searcher's), and its fast tokenizer refuses two
+    threads at once ("Already borrowed")."""
+
+    def __init__(self, model):
+        self.model = model
+        self.lock = threading.Lock()
+
+
+# Torch-backend models by what makes them the same (source, its files, device, code trust);
+# weak, so a model goes with the last embedder holding it. Other backends swap the
+# workspace's export into the model, so each of those embedders loads its own.
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def resolve_device(device: str) -> str | None:
@@ -136,6 +154,7 @@ class SentenceTransformersEmbedder(Embedder):
     def __init__(self, config=None, workspace=None):
         super().__init__(config, workspace)
         self._model = None
+        self._loaded: Loaded | None = None      # the model and its encode lock
         self._folder: Path | None = None
         self._id: str | None = None
         self._encode_tokens = None
@@ -175,10 +194,37 @@ class SentenceTransformersEmbedder(Embedder):
         if backend != "torch":
             runtimes.require(backend)
         started = time.perf_counter()
+        key = self._shared_key(source, folder)
+        with LOADING:          # the look-up too: a thread loading the same model waits, then shares
+            loaded = _LOADED.get(key) if key else None
+            if loaded is None:
+                loaded = Loaded(self._load_model(source, folder))
+                if key:
+                    _LOADED[key] = loaded
+        model = loaded.model
+        if folder is None:
+            folder = _hub_snapshot(source)
+        self._loaded, self._model, self._folder = loaded, model, folder
+        if backend != "torch":
+            self._use_runtime(model)
+        self.load_seconds = time.perf_counter() - started
+
+    def _shared_key(self, source: str, folder: Path | None) -> tuple | None:
+        """What makes this embedder's model the same as another's, or None where it must
+        load its own (other backends). A local folder counts by its files' sizes and times,
+        so a model rewritten in place is loaded afresh."""
+        if self.config.backend != "torch":
+            return None
+        files = () if folder is None else tuple(sorted(
+            (p.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() for stat in [p.stat()]))
+        return source, self.config.device, self.config.trust_remote_code, files
+
+    def _load_model(self, source: str, folder: Path | None):
         quiet_transformers()
         from sentence_transformers import SentenceTransformer
         try:
-            with LOADING, library_warnings_hidden():
+            with library_warnings_hidden():
                 model = SentenceTransformer(source, device=resolve_device(self.config.device),
                                             trust_remote_code=self.config.trust_remote_code)
         except Exception as exc:
@@ -197,12 +243,7 @@ class SentenceTransformersEmbedder(Embedder):
                                f"({short_error(exc)}); point -o model= at a sentence-transformers "
                                f"model folder") from None
         model.eval()
-        if folder is None:
-            folder = _hub_snapshot(source)
-        self._model, self._folder = model, folder
-        if backend != "torch":
-            self._use_runtime(model)
-        self.load_seconds = time.perf_counter() - started
+        return model
 
     def _use_runtime(self, model) -> None:
         """Swap in the cached export (made now if missing); on a failed export, keep torch
@@ -304,8 +345,9 @@ class SentenceTransformersEmbedder(Embedder):
                 light_query.checked(folder, light, passed=False):
             return
         texts = [*runtimes.PROBES, "overflowing text " * 400]
-        reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=False)
+        with self._loaded.lock:
+            reference = model.encode(texts, convert_to_numpy=True, normalize_embeddings=True,
+                                     show_progress_bar=False)
         light_query.check(self._local_folder(), folder / files[0], light, texts, reference)
 
     # ---- Embedder -----------------------------------------------------------------------
@@ -385,9 +427,10 @@ class SentenceTransformersEmbedder(Embedder):
         size = self.config.batch_size
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            vectors = model.encode([texts[i] for i in idx], batch_size=size,
-                                   convert_to_numpy=True, normalize_embeddings=True,
-                                   show_progress_bar=False)
+            with self._loaded.lock:
+                vectors = model.encode([texts[i] for i in idx], batch_size=size,
+                                       convert_to_numpy=True, normalize_embeddings=True,
+                                       show_progress_bar=False)
             out[idx] = vectors
             if progress is not None:
                 progress(len(idx))
@@ -395,13 +438,14 @@ class SentenceTransformersEmbedder(Embedder):
 
     def _encode_on_one_thread(self, model, texts):
         import torch
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
-        finally:
-            torch.set_num_threads(threads)
+        with self._loaded.lock:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return model.encode(texts, batch_size=len(texts), convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+            finally:
+                torch.set_num_threads(threads)
 
 
 def _hub_snapshot(repo_id: str) -> Path | None:

@@ -223,7 +223,9 @@ def relevant(passage: str, question: str) -> bool:
 
 def workspace_embedder(workspace):
     """The embedder the workspace's index was built with (its recorded options), or the
-    default embedder outside a workspace."""
+    default embedder outside a workspace. A new one, but its model is not loaded twice: the
+    sentence-transformers embedder takes a model already loaded in the process (a session's
+    searcher's, say)."""
     from ragloop.core import Searcher, build_config, registry
     if workspace is not None:
         return Searcher(workspace).index.embedder

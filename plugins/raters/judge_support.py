@@ -2,9 +2,11 @@
 passage holds (unsupported specifics), and meaning, through the workspace's embedder, where
 word overlap misses a paraphrase.
 
-The embedder is loaded once per judge (so once per session) and only when a comparison
-needs it; vectors are cached by text, so judging the same answers in both orders or again
-in a later comparison encodes nothing twice. Everything here is deterministic.
+The embedder is built once per judge (so once per session) and only when a comparison
+needs it; its model is the one the workspace's searcher loaded, where the same model is
+loaded in the process already (the embedder plugin shares it). Vectors are cached by text,
+so judging the same answers in both orders or again in a later comparison encodes nothing
+twice. Everything here is deterministic.
 """
 
 from __future__ import annotations
