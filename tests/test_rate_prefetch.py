@@ -28,6 +28,22 @@ def wait_until(condition, seconds=120):
         time.sleep(0.05)
 
 
+def spawn_held(tmp_path):
+    """(child, pause file): `rate` on its first item, its background generation of each next
+    item held, as PAUSE_ENV asks: it makes the pause file and waits until the test removes
+    it."""
+    pause = tmp_path / "pause"
+    os.environ[PAUSE_ENV] = str(pause)      # spawn passes os.environ on
+    try:
+        child = spawn(rate_args(tmp_path))
+    finally:
+        del os.environ[PAUSE_ENV]           # later sessions of the test are not held
+    child.expect_exact(QUESTIONS[0])
+    child.expect_exact(PROMPT)
+    wait_until(pause.exists)                 # the second pair's generation is held here
+    return child, pause
+
+
 def test_the_second_item_comes_without_a_generation_wait(tmp_path, workspace):  # noqa: F811
     child = spawn(rate_args(tmp_path, "--max-new-tokens", "48", "-n", "2"))
     child.expect_exact(QUESTIONS[0])
@@ -63,15 +79,7 @@ def test_the_second_item_comes_without_a_generation_wait(tmp_path, workspace):  
 
 
 def test_kill_9_while_prefetching_loses_no_rating(tmp_path, workspace):  # noqa: F811
-    pause = tmp_path / "pause"
-    os.environ[PAUSE_ENV] = str(pause)      # spawn passes os.environ on
-    try:
-        child = spawn(rate_args(tmp_path))
-    finally:
-        del os.environ[PAUSE_ENV]
-    child.expect_exact(QUESTIONS[0])
-    child.expect_exact(PROMPT)
-    wait_until(pause.exists)                 # the second pair's generation is held here
+    child, _ = spawn_held(tmp_path)
     held = db(workspace).execute(
         "select session from rating_claims where question_hash = ? and kind = 'pair'",
         [question_hash(QUESTIONS[1])]).fetchall()
@@ -100,15 +108,7 @@ def test_kill_9_while_prefetching_loses_no_rating(tmp_path, workspace):  # noqa:
 
 
 def test_ctrl_c_while_prefetching_stops_cleanly(tmp_path, workspace):  # noqa: F811
-    pause = tmp_path / "pause"
-    os.environ[PAUSE_ENV] = str(pause)
-    try:
-        child = spawn(rate_args(tmp_path))
-    finally:
-        del os.environ[PAUSE_ENV]
-    child.expect_exact(QUESTIONS[0])
-    child.expect_exact(PROMPT)
-    wait_until(pause.exists)
+    child, pause = spawn_held(tmp_path)
     pause.unlink()                           # the second item's prefetch goes on
     child.send("a")
     child.expect_exact("Saved 1/5: ")
