@@ -4,6 +4,7 @@ workspace, the packaged MiniLM as its embedder), never the question asked, and f
 context by leaving examples out first; `ask/rate --prompt`; bad input."""
 
 import json
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -58,6 +59,22 @@ HITS = [hit(1, "Zebrafish  reads zebra.toml.\n"), hit(2, "Widgets {question} are
         hit(3, "Flurbles hold widgets.")]
 
 
+@contextmanager
+def prompt_plugin(cls):
+    """`cls` registered by a plugin named test-plugin, for the block."""
+    class Plugin:
+        @hookimpl
+        def register_prompts(self, register):
+            register(cls)
+
+    load_plugins()
+    pm.register(Plugin(), name="test-plugin")
+    try:
+        yield
+    finally:
+        pm.unregister(name="test-plugin")
+
+
 def test_hook_register_prompts():
     class Terse(Prompt):
         name = "test-terse"
@@ -65,18 +82,9 @@ def test_hook_register_prompts():
         def messages(self, question, passages, examples):
             return [{"role": "user", "content": question}]
 
-    class Plugin:
-        @hookimpl
-        def register_prompts(self, register):
-            register(Terse)
-
-    load_plugins()
-    pm.register(Plugin(), name="test-plugin")
-    try:
+    with prompt_plugin(Terse):
         assert registry.get_prompt("test-terse") is Terse
         assert registry.entries("prompt")["test-terse"].plugin == "test-plugin"
-    finally:
-        pm.unregister(name="test-plugin")
     assert "test-terse" not in registry.names("prompt")
     assert registry.names("prompt")[:2] == ["default", "few-shot"]
 
@@ -346,17 +354,8 @@ def test_bad_prompts_are_one_line_errors_before_anything_runs(indexed, tmp_path,
         def messages(self, question, passages, examples):
             return [{"role": "user", "content": "Answer from: " + passages[0].text}]
 
-    class Plugin:
-        @hookimpl
-        def register_prompts(self, register):
-            register(Forgetful)
-
-    load_plugins()
-    pm.register(Plugin(), name="test-plugin")
-    try:
+    with prompt_plugin(Forgetful):
         result = run("ask", "Where?", *gen(), "--prompt", "test-forgetful", ok=False)
-    finally:
-        pm.unregister(name="test-plugin")
     assert result.stderr.strip().splitlines()[-1] == (
         "Error: prompt 'test-forgetful' leaves the question out of its last message; its "
         "template needs {question}")
