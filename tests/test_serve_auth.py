@@ -86,8 +86,14 @@ def test_rater_tokens_are_required_and_name_the_rater(home):
         assert r.status_code == 401
 
 
-def test_serve_command_with_workers_and_a_shared_token(home):
-    """The real command: two worker processes on one port, each loading the models."""
+@pytest.fixture(scope="module", autouse=True)
+def workers(tmp_path_factory):
+    """The real command: `ragloop serve --workers 2` with a shared token, over a workspace
+    of its own, started with the module (autouse) so that its two processes load their
+    models while the other tests run: (process, URL, workspace home)."""
+    root = tmp_path_factory.mktemp("serve-workers")
+    home = root / "home"
+    make_workspace(home, root / "docs")
     env = {**os.environ, "RAGLOOP_HOME": str(home), "RAGLOOP_SERVE_TOKEN": "s3cret"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "ragloop"), "serve", "--port", "0", "--workers", "2",
@@ -97,27 +103,33 @@ def test_serve_command_with_workers_and_a_shared_token(home):
         url = re.search(r"Serving on (http://\S+)", line).group(1)
         # Keep reading its log: a full pipe would stop the server at its next log line.
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        deadline = time.time() + 420
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.time() < deadline and proc.poll() is None, "the server did not start"
-            time.sleep(0.5)
-        c = httpx.Client(base_url=url, timeout=240)
-        assert c.get("/v1/search", params={"q": "gadget"}).status_code == 401
-        auth = {"Authorization": "Bearer s3cret"}
-        for _ in range(4):
-            r = c.post("/v1/ask", json={"question": "what is gadget2?", "max_new_tokens": 4},
-                       headers=auth)
-            assert r.status_code == 200, r.text
-            r = c.post("/v1/feedback", json={"trace_id": r.json()["trace_id"], "score": 4},
-                       headers=auth)
-            assert r.status_code == 200, r.text
-        db = sqlite3.connect(home / "ragloop.db")
-        assert db.execute("select count(*), min(rater_id) from scores").fetchone() == (4, "token")
+        yield proc, url, home
     finally:
         proc.terminate()
         proc.wait(60)
+
+
+def test_serve_command_with_workers_and_a_shared_token(workers):
+    """Two worker processes on one port, each loading the models."""
+    proc, url, home = workers
+    deadline = time.time() + 420
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.time() < deadline and proc.poll() is None, "the server did not start"
+        time.sleep(0.5)
+    c = httpx.Client(base_url=url, timeout=240)
+    assert c.get("/v1/search", params={"q": "gadget"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    for _ in range(4):
+        r = c.post("/v1/ask", json={"question": "what is gadget2?", "max_new_tokens": 4},
+                   headers=auth)
+        assert r.status_code == 200, r.text
+        r = c.post("/v1/feedback", json={"trace_id": r.json()["trace_id"], "score": 4},
+                   headers=auth)
+        assert r.status_code == 200, r.text
+    db = sqlite3.connect(home / "ragloop.db")
+    assert db.execute("select count(*), min(rater_id) from scores").fetchone() == (4, "token")

@@ -23,7 +23,9 @@ CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps calling home on a closed network.
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Two tests ask this one: the second may get the cached answer, which is all it needs.
+# Three tests ask this one: the first (the streaming test) generates the answer; the others
+# get it from the server's cache, which is all they need (feedback on a cached answer rates
+# that same stored answer), and a 256-token answer is not generated again.
 WIDGETS = "How do I limit widgets?"
 PASSAGE = ("The zebrafish tool reads its settings from zebra.toml in the project folder. "
            "Set max_widgets to limit how many widgets each flurble may hold. ")
@@ -42,9 +44,10 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """(base URL, workspace home, token) of a `ragloop serve` process with a tiny generator
-    that takes only rater tokens: the page passes its `?token=` on."""
+def booting(tmp_path_factory):
+    """A `ragloop serve` process with a tiny generator that takes only rater tokens (the
+    page passes its `?token=` on), started and left to load its models while Chromium
+    launches: (process, base URL, workspace home, token)."""
     home = tmp_path_factory.mktemp("serve-page-home")
     docs = tmp_path_factory.mktemp("serve-page-docs")
     for i in range(4):
@@ -57,19 +60,8 @@ def served(tmp_path_factory):
         [str(Path(sys.executable).with_name("ragloop")), "--home", str(home), "serve",
          "--port", str(port), "-o", f"model={tiny_causal_lm()}"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAGLOOP_HOME": str(home)})
-    base = f"http://127.0.0.1:{port}"
     try:
-        # The port is bound before the models load: a request waits there until they have.
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, (home / "serve.log").read_text()
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=30)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "serve did not start in 300 s"
-                time.sleep(0.5)
-        yield base, home, token
+        yield server, f"http://127.0.0.1:{port}", home, token
     finally:
         server.terminate()
         try:
@@ -81,7 +73,25 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def served(booting):
+    """(base URL, workspace home, token) of the server, once it answers."""
+    server, base, home, token = booting
+    # The port is bound before the models load: a request waits there until they have.
+    deadline = time.monotonic() + 300
+    while True:
+        assert server.poll() is None, (home / "serve.log").read_text()
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=30)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "serve did not start in 300 s"
+            time.sleep(0.5)
+    return base, home, token
+
+
+@pytest.fixture(scope="module")
+def browser(booting):
+    """Chromium, launched once for the module while the server loads (hence `booting`)."""
     if sync_api is None:
         pytest.skip('needs Playwright: pip install -e ".[web-test]"')
     if not os.access(CHROMIUM, os.X_OK):
@@ -165,7 +175,7 @@ def test_ask_streams_the_answer_with_sources_and_keys_rate_it(page, served, tmp_
         })).observe(document.getElementById("result"),
                     {subtree: true, childList: true, characterData: true, attributes: true});
     }""")
-    trace = ask(page, "Where are the zebrafish settings?")
+    trace = ask(page, WIDGETS)
     (row,) = rows(home, "select t.hits_json, c.text from serve_traces t "
                         "join candidates c on c.id = t.candidate_id where t.id = ?", [trace])
     answer = page.evaluate("document.getElementById('answer').textContent")
