@@ -360,6 +360,7 @@ class PgvectorStore(Store):
         want = (max(cfg.ef_search, k), filtered)
         if getattr(self, "_tuned", None) == want:
             return
+        conn = self.conn        # connects first: what the server supports is learnt there
         settings = f"set hnsw.ef_search = {want[0]}; set ivfflat.probes = {cfg.probes}; "
         if self._iterative:
             # pgvector >= 0.8 keeps scanning the index until enough rows pass a filter
@@ -369,7 +370,7 @@ class PgvectorStore(Store):
             # Older releases stop after ef_search candidates, so a filter could leave fewer
             # than k rows: filtered queries scan exactly instead.
             settings += f"set enable_indexscan = {'off' if filtered else 'on'}"
-        self.conn.execute(settings)
+        conn.execute(settings)
         self._tuned = want
 
     def _where(self, glob):

@@ -143,6 +143,13 @@ def test_index_and_search_into_postgres_and_a_rating_id_finds_its_text_elsewhere
     for mode in ("dense", "bm25", "hybrid"):
         found = hits("-k", "3", "--mode", mode, "terminal colors")
         assert len(found) == 3 and {h[0] for h in found} <= {"rich.md", "click.md"}
+    # a store whose first call is a search (a serving process) connects for it
+    from ragloop.core.config import build_config
+    from ragloop.stores.pgvector import PgvectorStore
+    fresh = PgvectorStore(build_config(PgvectorStore.Config, [f"url={pg}", "table=shared"]),
+                          tmp_path, 32)
+    assert {i for i, _ in fresh.dense_search([0.5] * 32, 3)} <= a_ids
+    assert len(fresh.dense_search([0.5] * 32, 3)) == 3
     # the password is used, never recorded nor printed
     raw = (a / "ragloop.db").read_bytes()
     assert b"s3cret" not in raw and "s3cret" not in run("store", "info").output
@@ -223,15 +230,21 @@ def wait_for_hold(url, timeout=300):
     raise AssertionError("the indexer never reached the held insert")
 
 
-def prepare_table(url, table, home, corpus):
+def index_here(monkeypatch, home, paths, url, table):
+    """`ragloop index` in this process (no interpreter to start): for the runs that nobody
+    kills."""
+    monkeypatch.setenv("RAGLOOP_HOME", str(home))
+    return run("index", *paths, *emb(), *pg_opts(url, table)).output
+
+
+def prepare_table(url, table, home, corpus, monkeypatch):
     """Index one file first, so the table (and its trigger) exist before the real run."""
-    p = index_process(home, [corpus / "pluggy.md"], url, table)
-    assert p.wait(timeout=600) == 0, p.stderr.read()
+    index_here(monkeypatch, home, [corpus / "pluggy.md"], url, table)
 
 
-def test_killed_indexer_leaves_both_databases_consistent(pg, corpus, tmp_path):
+def test_killed_indexer_leaves_both_databases_consistent(pg, corpus, tmp_path, monkeypatch):
     home = tmp_path / "ws"
-    prepare_table(pg, "killed", home, corpus)
+    prepare_table(pg, "killed", home, corpus, monkeypatch)
     hold_inserts(pg, "killed", "rich.md")
     files = [corpus / "click.md", corpus / "rich.md", corpus / "pytest.md"]
     p = index_process(home, files, pg, "killed")
@@ -245,18 +258,17 @@ def test_killed_indexer_leaves_both_databases_consistent(pg, corpus, tmp_path):
     release(pg, "killed")
     ids = sqlite_ids(home)
     assert {r[0] for r in pg_rows(pg, "killed")} == ids       # nothing of the batch in flight
-    p = index_process(home, files, pg, "killed")
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err
+    index_here(monkeypatch, home, files, pg, "killed")          # exits 0
     rows = [r[0] for r in pg_rows(pg, "killed")]
     assert len(rows) == len(set(rows)) and set(rows) == sqlite_ids(home)
     with sqlite3.connect(home / "ragloop.db") as db:
         assert db.execute("select count(*) from documents").fetchone()[0] == 4
 
 
-def test_dropped_connection_stops_cleanly_and_a_rerun_finishes(pg, corpus, tmp_path):
+def test_dropped_connection_stops_cleanly_and_a_rerun_finishes(pg, corpus, tmp_path,
+                                                                monkeypatch):
     home = tmp_path / "ws"
-    prepare_table(pg, "dropped", home, corpus)
+    prepare_table(pg, "dropped", home, corpus, monkeypatch)
     before = sqlite_ids(home)
     hold_inserts(pg, "dropped", "numpy.md")
     p = index_process(home, [corpus / "numpy.md"], pg, "dropped")
@@ -268,9 +280,7 @@ def test_dropped_connection_stops_cleanly_and_a_rerun_finishes(pg, corpus, tmp_p
     assert p.returncode == 1 and "Traceback" not in err
     assert "lost the connection to PostgreSQL" in err and "run the same command again" in err
     assert sqlite_ids(home) == before == {r[0] for r in pg_rows(pg, "dropped")}
-    p = index_process(home, [corpus / "numpy.md"], pg, "dropped")
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0 and "1 added" in out, err
+    assert "1 added" in index_here(monkeypatch, home, [corpus / "numpy.md"], pg, "dropped")
 
 
 def error_of(*args):
