@@ -30,8 +30,10 @@ only the rounds' rater ids, so no held-out question is ever trained on.
     nice -n 10 .venv/bin/python bench/bench_loop.py [--limit 16] [--held 16] [--steps 12]
         [--rater judge|reference] [--rounds 2] [--variant contained]
 
-On a quiet 2-core CPU the defaults take about 20 minutes; `--limit`, `--held`, `--steps` and
-`--candidates sample` make it smaller.
+On a quiet 2-core CPU the defaults take about 20 minutes; `--limit`, `--held`, `--steps`,
+`--rounds 1`, `--no-few-shot` and `--candidates sample` make it smaller. On a machine busy
+with other jobs, run it with OMP_NUM_THREADS=1: two torch threads fighting for the cores
+generated ten times slower there (docs/evaluation.md, "Measured: does the loop help?").
 """
 
 from __future__ import annotations
@@ -153,11 +155,17 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("-k", type=int, default=2, help="Passages per answer.")
     parser.add_argument("--seed", type=int, default=13, help="Seed of the question split.")
+    parser.add_argument("--no-few-shot", action="store_true",
+                        help="Leave out the few-shot evaluation.")
+    parser.add_argument("--home", type=Path,
+                        help="Workspace to run in (say, an interrupted run's, to resume it: "
+                             "its index is reused, rated questions are not rated again); "
+                             "default: a throwaway one.")
     parser.add_argument("--out", type=Path, help="Save the numbers as JSON here.")
     args = parser.parse_args()
 
-    home = Path(temp_workspace().home)
-    report = {k: v for k, v in vars(args).items() if k != "out"}
+    home = args.home or Path(temp_workspace().home)
+    report = {k: v for k, v in vars(args).items() if k not in ("out", "home")}
     report["seconds_by_phase"] = {}
     rated, held = split(args.seed)
     rated, held = rated[:args.limit], held[:args.held]
@@ -168,10 +176,12 @@ def main() -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     say(f"{len(rated)} training and {len(held)} held-out questions; workspace {home}")
 
-    phase(report, "index", home, "index", CORPUS)
+    if not (home / "indexes").is_dir():
+        phase(report, "index", home, "index", CORPUS)
     rate(report, "rate 1", home, train_file, ROUND_RATERS[0], args)
-    report["few_shot"] = evaluate(report, "few-shot", home, held_file, args,
-                                  "--prompt", "few-shot", "--baseline-prompt", "default")
+    if not args.no_few_shot:
+        report["few_shot"] = evaluate(report, "few-shot", home, held_file, args,
+                                      "--prompt", "few-shot", "--baseline-prompt", "default")
     save(report, args.out)
     first = pairs_of(home, ROUND_RATERS[0], held_hashes)
     report["pairs"] = {"round 1": len(first)}
