@@ -23,7 +23,7 @@ an index could rank, and left the real vectors an island far from the rest.)
     python bench/bench_pgvector.py [--part retrieval|scale|both] [--n 1000000]
         [--ef-search 40 100 200 400] [--limit faq=100 --limit manref=40] [--json out.json]
 
-At 1M vectors the process holds ~4 GB (the vectors, then one FAISS index at a time) and
+At 1M vectors the process holds ~3-5 GB (the vectors, then one FAISS index at a time) and
 PostgreSQL ~2.5 GB more while it builds HNSW in memory (`--maintenance-mem`).
 """
 
