@@ -9,7 +9,11 @@ machine load hits every variant alike. Reported per variant:
 - agreement with float32 transformers: greedy answers equal as a whole, and the share of
   float32's text reproduced before the first difference;
 - export and load time (an onnx-genai export is made once per workspace, model, adapter and
-  precision: the first run times it) and peak RSS, each variant in a child process.
+  precision: the first run times it) and peak RSS, each variant in a child process;
+- with `--correctness N`: reference containment (the `correctness` evaluator's check) of
+  each variant's greedy answers to N questions that carry a reference answer, and its
+  difference from float32 transformers with a paired bootstrap 95% interval (issue 16: a
+  faster generator must not lose more than 1 point).
 
 Prompts are questions from examples/questions.jsonl with passages from their source file
 (the paragraphs sharing most words with the question: retrieval without building an index),
@@ -17,7 +21,8 @@ put together by core/prompt.make_messages as `ask` does.
 
     python bench/bench_generate.py [--variants transformers:fp32 onnx-genai:int8 ...]
         [--prompts 6] [--rounds 1] [--max-new-tokens 48] [--batches 4 8] [--home DIR]
-        [--save FILE] [--no-rss] [--threads N]
+        [--save FILE] [--no-rss] [--threads N] [--correctness N]
+        [--correctness-tokens 256]
 
 Variants are GENERATOR:SETTING: transformers:fp32, transformers:METHOD (a compressor, e.g.
 torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
@@ -54,18 +59,44 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]{3,}", text.lower()))
 
 
-def prompts(count: int, passages: int = 3) -> list[list[dict]]:
+def questions(count: int) -> list[dict]:
+    """`count` questions spread evenly over the file, each with its reference answer."""
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["source"].endswith((".md", ".txt", ".rst"))]
-    picked = rows[:: max(1, len(rows) // count)][:count]
-    result = []
-    for row in picked:
-        paragraphs = [p for p in (CORPUS / row["source"]).read_text().split("\n\n") if p.strip()]
-        asked = words(row["question"])
-        best = sorted(paragraphs, key=lambda p: -len(asked & words(p)))[:passages]
-        hits = [SimpleNamespace(text=p) for p in best]
-        result.append(make_messages(row["question"], hits))
-    return result
+    return rows[:: max(1, len(rows) // count)][:count]
+
+
+def conversation(row: dict, passages: int = 3) -> list[dict]:
+    paragraphs = [p for p in (CORPUS / row["source"]).read_text().split("\n\n") if p.strip()]
+    asked = words(row["question"])
+    best = sorted(paragraphs, key=lambda p: -len(asked & words(p)))[:passages]
+    return make_messages(row["question"], [SimpleNamespace(text=p) for p in best])
+
+
+def prompts(count: int) -> list[list[dict]]:
+    return [conversation(row) for row in questions(count)]
+
+
+def correctness(generators, count: int, max_new_tokens: int) -> dict:
+    """Reference containment per variant over `count` questions, against float32's."""
+    from ragloop.core.pipeline.evaluation_report import paired_bootstrap
+    from ragloop.core import contains_reference
+    rows = questions(count)
+    hits: dict = defaultdict(list)
+    for i, row in enumerate(rows):
+        message = conversation(row)
+        for label, gen in generators.items():
+            text = "".join(gen.generate(message, max_new_tokens=max_new_tokens))
+            hits[label].append(int(contains_reference(text, row["answer"])))
+        if (i + 1) % 5 == 0 or i + 1 == len(rows):
+            say(f"correctness: {i + 1}/{len(rows)} questions")
+    out = {}
+    for label, values in hits.items():
+        diff = paired_bootstrap(values, hits[REFERENCE])
+        out[label] = {"containment": round(sum(values) / len(values), 3),
+                      "vs_fp32": round(diff["difference"], 3),
+                      "interval": [round(diff["low"], 3), round(diff["high"], 3)]}
+    return out
 
 
 def prefix_share(reference: str, other: str) -> float:
@@ -156,6 +187,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's; docs/compression.md says why "
                              "1 can be faster on a busy machine)")
+    parser.add_argument("--correctness", type=int, default=0, metavar="N",
+                        help="also check reference containment on N questions (0: skip)")
+    parser.add_argument("--correctness-tokens", type=int, default=256,
+                        help="new tokens per answer there (eval's default: answers end first)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -205,6 +240,14 @@ def main() -> None:
         print(f"{label:34s} {rate:6.1f} {row['vs_fp32']:6.2f}x {row['first_piece_s']:6.2f}"
               f"{cells} {exact:>2d}/{len(messages):<2d} {prefix:6.1%} "
               f"{row['peak_rss_mb']:6d} {export} {row['load_s']:6.1f}")
+    if args.correctness:
+        report["correctness"] = correctness(generators, args.correctness,
+                                           args.correctness_tokens)
+        print(f"\nreference containment, {args.correctness} questions, greedy:")
+        for label, row in report["correctness"].items():
+            low, high = row["interval"]
+            print(f"{label:34s} {row['containment']:.3f}  vs fp32 {row['vs_fp32']:+.3f} "
+                  f"[{low:+.3f}, {high:+.3f}]")
     finish(report, args.save)
 
 

@@ -1,9 +1,11 @@
 """Load test of `ragloop serve` on 127.0.0.1 only (issue 14's targets), with the default
 models on the example corpus (`--tiny`: the tests' tiny random models, for a quick run).
 
-1. Feedback: CLIENTS concurrent clients post feedback for SECONDS; then the `serve_feedback`
-   rows are counted against the successes the clients saw (none lost, none twice) and the
-   p50/p99 latency of `/v1/feedback` is reported (target p99 <= 50 ms).
+1. Feedback: CLIENTS concurrent clients post feedback for SECONDS, each RATE times a second
+   at random moments (latency counted from when a post was due), then again each as fast as
+   it can (the capacity run: there latency is just CLIENTS / throughput, by Little's law);
+   after each, the `serve_feedback` rows are counted against the successes the clients saw
+   (none lost, none twice); p50/p99 latency of `/v1/feedback` (target p99 <= 50 ms).
 2. Answers: the same distinct questions (greedy, the cache off) answered back to back by a
    `Ragloop` in this process, then by 8 concurrent clients of the server; throughput ratio
    server / in-process (target >= 0.9).
@@ -13,8 +15,8 @@ models on the example corpus (`--tiny`: the tests' tiny random models, for a qui
 The server runs as `ragloop serve` in its own process; clients share the machine with it,
 so on a loaded machine every latency is noisy: compare ratios from one run.
 
-    python bench/bench_serve.py [--clients 50] [--seconds 60] [--questions 16]
-        [--concurrency 8] [--max-new-tokens 32] [--tiny] [--save FILE]
+    python bench/bench_serve.py [--clients 50] [--rate 2] [--seconds 60] [--questions 16]
+        [--concurrency 8] [--max-new-tokens 32] [--tiny] [--skip-asks] [--save FILE]
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -72,32 +74,72 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def feedback_load(url: str, traces: list[str], clients: int, seconds: float) -> dict:
-    latencies, ids, errors = [], [], 0
-    stop = time.perf_counter() + seconds
+async def feedback_load(url: str, traces: list[str], clients: int, seconds: float,
+                        rate: float | None) -> dict:
+    """`clients` clients post feedback for `seconds`. With `rate`, each posts `rate` times a
+    second at random (Poisson) moments, and a latency counts from the moment the request was
+    due, so a client held up by a slow reply cannot hide the delay (coordinated omission).
+    Without it, each posts again as soon as its reply arrives: the server's capacity."""
+    latencies, when, ids, errors = [], [], [], 0
+    ready, opened = asyncio.Event(), []
+    begin = stop = 0.0
 
     async def client(n: int):
         nonlocal errors
+        spacing = random.Random(n)
         async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            await c.get("/healthz")       # its connection opened before the clock starts
+            opened.append(n)
+            if len(opened) == clients:
+                start_clock()
+            await ready.wait()
+            due = begin + (spacing.expovariate(rate) if rate else 0.0)
             i = 0
-            while time.perf_counter() < stop:
+            while due < stop:
+                if rate:
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                else:
+                    due = time.perf_counter()
                 body = {"trace_id": traces[(n + i) % len(traces)],
                         "thumbs": "up" if (n + i) % 2 else "down"}
-                started = time.perf_counter()
                 r = await c.post("/v1/feedback", json=body, headers={"X-User": f"u{n}"})
-                latencies.append(time.perf_counter() - started)
+                latencies.append(time.perf_counter() - due)
+                when.append(due - begin)
                 if r.status_code == 200:
                     ids.append(r.json()["feedback_id"])
                 else:
                     errors += 1
                 i += 1
+                if rate:
+                    due += spacing.expovariate(rate)
+
+    def start_clock():
+        nonlocal begin, stop
+        begin = time.perf_counter()
+        stop = begin + seconds
+        ready.set()
 
     await asyncio.gather(*(client(n) for n in range(clients)))
     ordered = sorted(latencies)
+    # The worst latency of each tenth of the run: a tail spread evenly or a few stalls.
+    tenths = [max((lat for lat, at in zip(latencies, when) if int(10 * at / seconds) == t),
+                  default=0.0) for t in range(10)]
     return {"requests": len(latencies), "ok": len(ids), "errors": errors, "ids": ids,
             "p50_ms": round(1000 * ordered[len(ordered) // 2], 1),
             "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 1),
+            "worst_ms_by_tenth": [round(1000 * x) for x in tenths],
             "per_s": round(len(latencies) / seconds, 1)}
+
+
+def count_feedback(db, before: int, load: dict) -> dict:
+    """None lost, none twice: the rows added against the ids the clients were given."""
+    rows = db.execute("select id from serve_feedback").fetchall()
+    stored = {r[0] for r in rows}
+    ids = load.pop("ids")
+    load.update(rows_added=len(rows) - before, lost=len(set(ids) - stored),
+                duplicated=len(ids) - len(set(ids)),
+                extra_rows=len(rows) - before - len(set(ids)))
+    return load
 
 
 async def concurrent_asks(url: str, questions: list[str], concurrency: int, tokens: int):
@@ -120,6 +162,11 @@ async def concurrent_asks(url: str, questions: list[str], concurrency: int, toke
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="feedback posts per second per client in the paced run (a "
+                             "capacity run, each client as fast as it can, follows)")
+    parser.add_argument("--skip-asks", action="store_true",
+                        help="only the feedback load (and memory)")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--questions", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -148,49 +195,51 @@ def main() -> None:
               "cpus": os.cpu_count()}
 
     say("memory: a plain `ragloop ask`")
-    subprocess.run([RAGLOOP, "ask", questions[0], "--max-new-tokens",
-                    str(args.max_new_tokens), *sum((["-o", o] for o in gen), [])],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    report["ask_process_peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    ask = subprocess.Popen([RAGLOOP, "ask", questions[0], "--max-new-tokens",
+                            str(args.max_new_tokens), *sum((["-o", o] for o in gen), [])],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # wait4 gives this child's own peak, where RUSAGE_CHILDREN would be the largest of all
+    # children so far (the indexer's included).
+    _, status, usage = os.wait4(ask.pid, 0)
+    if status:
+        raise SystemExit(f"`ragloop ask` failed with status {status}")
+    report["ask_process_peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
 
-    say("answers: back to back in this process")
-    from ragloop.core import Ragloop
-    with Ragloop(home) as rl:
-        rl.ask(questions[0], max_new_tokens=4, generator_options=gen)       # load first
-        started = time.perf_counter()
-        for q in questions:
-            rl.ask(q, max_new_tokens=args.max_new_tokens, generator_options=gen)
-        in_process = time.perf_counter() - started
+    if not args.skip_asks:
+        say("answers: back to back in this process")
+        from ragloop.core import Ragloop
+        with Ragloop(home) as rl:
+            rl.ask(questions[0], max_new_tokens=4, generator_options=gen)       # load first
+            started = time.perf_counter()
+            for q in questions:
+                rl.ask(q, max_new_tokens=args.max_new_tokens, generator_options=gen)
+            in_process = time.perf_counter() - started
 
     say("starting `ragloop serve`")
     proc, url = start_server(home, gen)
     try:
-        say(f"answers: {args.concurrency} concurrent clients of the server")
-        served, errors = asyncio.run(concurrent_asks(url, questions, args.concurrency,
-                                                     args.max_new_tokens))
-        report["asks"] = {
-            "in_process_s": round(in_process, 2), "server_s": round(served, 2),
-            "errors": errors,
-            "in_process_per_s": round(len(questions) / in_process, 3),
-            "server_per_s": round(len(questions) / served, 3),
-            "throughput_ratio": round(in_process / served, 3)}
-        say(f"  {report['asks']}")
+        if not args.skip_asks:
+            say(f"answers: {args.concurrency} concurrent clients of the server")
+            served, errors = asyncio.run(concurrent_asks(url, questions, args.concurrency,
+                                                         args.max_new_tokens))
+            report["asks"] = {
+                "in_process_s": round(in_process, 2), "server_s": round(served, 2),
+                "errors": errors,
+                "in_process_per_s": round(len(questions) / in_process, 3),
+                "server_per_s": round(len(questions) / served, 3),
+                "throughput_ratio": round(in_process / served, 3)}
+            say(f"  {report['asks']}")
 
         traces = [httpx.post(url + "/v1/ask", timeout=600, json={
             "question": q, "max_new_tokens": 4}).json()["trace_id"] for q in questions[:8]]
         db = sqlite3.connect(home / "ragloop.db")
-        before = db.execute("select count(*) from serve_feedback").fetchone()[0]
-        say(f"feedback: {args.clients} clients for {args.seconds:.0f} s")
-        load = asyncio.run(feedback_load(url, traces, args.clients, args.seconds))
-        rows = db.execute("select id from serve_feedback").fetchall()
-        stored = {r[0] for r in rows}
-        ids = load.pop("ids")
-        load.update(rows_added=len(rows) - before, lost=len(set(ids) - stored),
-                    duplicated=len(ids) - len(set(ids)),
-                    extra_rows=len(rows) - before - len(set(ids)))
-        report["feedback"] = load
-        say(f"  {load}")
+        for name, rate in (("feedback", args.rate), ("feedback_capacity", None)):
+            before = db.execute("select count(*) from serve_feedback").fetchone()[0]
+            pace = f"each {rate}/s at random moments" if rate else "each as fast as it can"
+            say(f"{name}: {args.clients} clients for {args.seconds:.0f} s, {pace}")
+            load = asyncio.run(feedback_load(url, traces, args.clients, args.seconds, rate))
+            report[name] = {"rate_per_client": rate, **count_feedback(db, before, load)}
+            say(f"  {report[name]}")
         report["server_peak_rss_mb"] = round(peak_rss_mb(proc.pid), 1)
         report["rss_ratio"] = round(report["server_peak_rss_mb"]
                                     / report["ask_process_peak_rss_mb"], 3)
