@@ -3,8 +3,8 @@ with its adapter merged in) exported once to ONNX Runtime GenAI (plugins/generat
 onnx_export.py) and run by that runtime on the CPU, int8 by default.
 
 Why this runtime: measured here on SmolLM2 (docs/generation.md), its int8 export answers
-greedily as float32 does far more often than torchao's int8-dynamic, and one stream runs
-several times faster than float32 transformers; batches run as one. OpenVINO through
+greedily as float32 does far more often than torchao's int8-dynamic and runs one stream ~1.9x
+as fast as float32 transformers (int4: ~2.9x, agreeing less); batches run as one. OpenVINO through
 optimum-intel was the other candidate, but no optimum-intel release imports beside
 transformers 5 (plugins/embedders/runtimes.py says more).
 
