@@ -37,6 +37,14 @@ MAX_CORRECTION_CHARS = 8000
 CORRECTION_GENERATOR = "human"
 
 
+def insert(db, table: str, row: dict) -> None:
+    """One row, by plain SQL: sqlite-utils' insert reads the schema on every call (most of a
+    feedback write's time), and these tables and columns are the code's own."""
+    columns = ", ".join(row)
+    db.conn.execute(f"insert into {table} ({columns}) values ({', '.join('?' * len(row))})",
+                    list(row.values()))
+
+
 def question_id(db, text: str, ref: str) -> str:
     """The question row for `text` (made once; `rate` finds the same row by its hash)."""
     digest = question_hash(text)
@@ -76,10 +84,10 @@ def record_answers(db, question: str, answers: list[tuple], *, user: str | None 
     ids = []
     for trace_id, candidate, trace in answers:
         if isinstance(candidate, dict):
-            db["candidates"].insert({**candidate, "question_id": qid})
+            insert(db, "candidates", {**candidate, "question_id": qid})
             candidate = candidate["id"]
         ids.append(candidate)
-        db["serve_traces"].insert({
+        insert(db, "serve_traces", {
             "id": trace_id, "kind": "ask", "question": question, "question_id": qid,
             "candidate_id": candidate, "ask_id": trace.get("ask_id"),
             "adapter": trace.get("adapter"), "hits_json": trace["hits"],
@@ -88,7 +96,7 @@ def record_answers(db, question: str, answers: list[tuple], *, user: str | None 
         compare_id, left = compare
         # A head-to-head has no one adapter: each answer's trace names its own.
         adapters = {trace.get("adapter") for _, _, trace in answers}
-        db["serve_traces"].insert({
+        insert(db, "serve_traces", {
             "id": compare_id, "kind": "compare", "question": question, "question_id": qid,
             "candidate_id": ids[0], "candidate_b": ids[1], "left_candidate": ids[left],
             "adapter": adapters.pop() if len(adapters) == 1 else None,
@@ -99,9 +107,9 @@ def record_answers(db, question: str, answers: list[tuple], *, user: str | None 
 
 def record_search(db, query: str, hits, user: str | None = None) -> str:
     trace_id = new_id()
-    db["serve_traces"].insert({"id": trace_id, "kind": "search", "question": query,
-                               "hits_json": hits_json(hits), "user": user,
-                               "created_at": utcnow()})
+    insert(db, "serve_traces", {"id": trace_id, "kind": "search", "question": query,
+                                "hits_json": hits_json(hits), "user": user,
+                                "created_at": utcnow()})
     return trace_id
 
 
@@ -184,16 +192,16 @@ def apply(db, fb: dict, rater_id: str) -> str:
     hits = json.loads(trace["hits_json"])
     for key, relevant in (fb.get("passages") or {}).items():
         chunk_id, text = hits[int(key) - 1]
-        db["passage_judgments"].insert({
+        insert(db, "passage_judgments", {
             "id": new_id(), "comparison_id": comparison_id, "question_id": qid,
             "chunk_id": chunk_id, "chunk_text": text, "relevant": int(bool(relevant)),
             **who, "created_at": now})
     comment = (fb.get("comment") or "").strip()
     if comment and comparison_id:
-        db["comments"].insert({"id": new_id(), "comparison_id": comparison_id, "text": comment,
-                               "rater_id": rater_id, "created_at": now})
+        insert(db, "comments", {"id": new_id(), "comparison_id": comparison_id,
+                                "text": comment, "rater_id": rater_id, "created_at": now})
     feedback_id = new_id()
-    db["serve_feedback"].insert({
+    insert(db, "serve_feedback", {
         "id": feedback_id, "trace_id": trace["id"],
         "value_json": json.dumps({k: v for k, v in fb.items() if v is not None}),
         "rater_id": rater_id, "adapter": trace["adapter"], "created_at": now})
@@ -201,13 +209,14 @@ def apply(db, fb: dict, rater_id: str) -> str:
 
 
 def _score(db, candidate_id: str, score: int, who: dict, now: str) -> None:
-    db["scores"].insert({"id": new_id(), "comparison_id": None, "candidate_id": candidate_id,
-                         "score": score, **who, "created_at": now})
+    insert(db, "scores", {"id": new_id(), "comparison_id": None,
+                          "candidate_id": candidate_id, "score": score, **who,
+                          "created_at": now})
 
 
 def _comparison(db, qid, a, b, left, choice, who, now) -> str:
     comparison_id = new_id()
-    db["comparisons"].insert({
+    insert(db, "comparisons", {
         "id": comparison_id, "question_id": qid, "candidate_a": a, "candidate_b": b,
         "left_candidate": left, "choice": choice, **who, "session": SERVE_SESSION,
         "seconds": None, "created_at": now})
@@ -232,7 +241,7 @@ def _correct(db, trace: dict, qid: str, text: str, who: dict, now: str) -> str:
     params = {**json.loads(served.pop("params_json")), "source": "correction",
               "trace": trace["id"]}
     correction_id = new_id()
-    db["candidates"].insert({
+    insert(db, "candidates", {
         **served, "id": correction_id, "question_id": qid, "text": text,
         "generator": CORRECTION_GENERATOR, "model_id": CORRECTION_GENERATOR, "adapter": None,
         "params_json": json.dumps(params, default=str), "seed": None, "created_at": now})
