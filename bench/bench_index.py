@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from _common import CORPUS, temp_workspace, timer
+from _common import CORPUS, temp_folder, temp_workspace, timer
 
 from ragloop.core.pipeline.ingest import Indexer, discover
 from ragloop.core.pipeline.vector_index import embed_text
@@ -32,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=3, help="Copies of examples/corpus to index.")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="ragloop-bench-corpus-"))
+    root = temp_folder("ragloop-bench-corpus-")
     for i in range(args.copies):
         shutil.copytree(CORPUS, root / f"copy{i}")
         for f in (root / f"copy{i}").rglob("*"):     # distinct content, so nothing dedups

@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path,
                         help="Workspace to run in (say, an interrupted run's, to resume it: "
                              "its index is reused, rated questions are not rated again); "
-                             "default: a throwaway one.")
+                             "default: a throwaway one, removed when the bench exits.")
     parser.add_argument("--out", type=Path, help="Save the numbers as JSON here.")
     args = parser.parse_args()
 

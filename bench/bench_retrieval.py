@@ -22,11 +22,10 @@ import os
 import re
 import shutil
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 
-from _common import finish, say, temp_workspace
+from _common import finish, say, temp_folder, temp_workspace
 from retrieval_corpora import CORPUS_NAMES, Corpus, build_corpora
 from retrieval_metrics import METRICS, paired_difference, query_scores, summarize, to_documents
 
@@ -385,7 +384,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None,
                         help="build corpora here and reuse them on the next run "
-                             "(default: a new temporary folder)")
+                             "(default: a temporary folder, removed at exit)")
     parser.add_argument("--modes", default=",".join(RAGLOOP_MODES),
                         help="ragloop modes: " + ", ".join(RAGLOOP_MODES) + " (or none)")
     parser.add_argument("--baselines", default=",".join(BASELINES),
@@ -426,7 +425,7 @@ def main() -> None:
         raise SystemExit(f"unknown corpus, mode or baseline in {unknown or modes + baselines}")
     chunker_options = ([f"size={args.chunker_size}"] if args.chunker_size else []) + \
         ([f"overlap={args.overlap}"] if args.overlap is not None else [])
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragloop-retrieval-"))
+    workdir = args.workdir or temp_folder("ragloop-retrieval-")
     workdir.mkdir(parents=True, exist_ok=True)
     corpora = build_corpora(workdir, names, parse_limits(args.limit), args.seed, say)
     say(f"corpora in {workdir}: " + ", ".join(
