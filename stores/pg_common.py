@@ -12,6 +12,8 @@ INSTALL = "pip install 'ragloop[pgvector]'"
 URL_ENV = "RAGLOOP_STORE_URL"
 ORIGIN_SETTING = "store.pgvector.origin"
 K1, B = 1.2, 0.75          # BM25's usual constants, as SQLite FTS5 uses them
+FTS5_CONFIG = "fts5"       # `language`: SQLite FTS5's terms (stores/fts5_terms.py)
+TEXT_META = "text_config"  # the `language` a table's tsvectors were made with (_meta)
 
 
 @dataclass
@@ -31,14 +33,19 @@ class PgvectorConfig:
         "help": "HNSW: search candidate list (raised to k when k is larger)."})
     lists: int = field(default=100, metadata={"help": "IVFFlat: lists."})
     probes: int = field(default=10, metadata={"help": "IVFFlat: lists searched per query."})
-    language: str = field(default="english", metadata={
-        "help": "PostgreSQL text search configuration (stemming and stop words)."})
+    # fts5: BM25 over the terms the FAISS store's SQLite FTS5 table holds, so both stores
+    # rank alike; a PostgreSQL configuration stems and drops stop words its own way.
+    language: str = field(default=FTS5_CONFIG, metadata={
+        "help": "Text terms for BM25: fts5 (SQLite FTS5's porter tokenizer, as the FAISS "
+                "store ranks) or a PostgreSQL text search configuration (english, simple, "
+                "...: its own stemming and stop words, so ranks differ from FAISS's)."})
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", self.table):
             raise ValueError("table must be lower-case letters, digits and _ (at most 41)")
-        if not re.fullmatch(r"[a-z_]+", self.language):
-            raise ValueError("language must be a text search configuration name, e.g. english")
+        if self.language != FTS5_CONFIG and not re.fullmatch(r"[a-z_]+", self.language):
+            raise ValueError(f"language must be {FTS5_CONFIG} or a PostgreSQL text search "
+                             f"configuration name, e.g. english")
         for name in ("m", "ef_construction", "ef_search", "lists", "probes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -80,5 +87,12 @@ def first_line(exc) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def tsquery_of(terms) -> str:
-    return " | ".join("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+def quote_lexeme(term: str) -> str:
+    """A lexeme quoted for a tsvector or tsquery literal."""
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_of(phrases) -> str:
+    """Phrases (lists of lexemes) as a tsquery matching any of them; `<->` asks for
+    adjacent positions, as an FTS5 phrase does."""
+    return " | ".join("(" + " <-> ".join(quote_lexeme(t) for t in p) + ")" for p in phrases)

@@ -7,7 +7,10 @@ there) and writes a copy of every chunk, with its vector and a `tsvector`, to th
 Chunk ids come from the database's sequence, so they never collide between workspaces and a
 rating's chunk id finds its text from any of them. Search (dense, BM25, `--where` path
 filters) covers every workspace's chunks and runs in SQL: HNSW or IVFFlat for vectors, a
-GIN index for the text, BM25 computed from the `tsvector` term frequencies.
+GIN index for the text, BM25 computed from the `tsvector` term frequencies. By default the
+terms are SQLite FTS5's (stores/fts5_terms.py), so BM25 ranks as the FAISS store's does; the
+table records which terms it holds (`text_config` in `<table>_meta`), and a store set to other
+terms is refused rather than searching or writing a mix.
 
 Writes of one batch are one PostgreSQL transaction, committed by `save()` just before the
 workspace commits its own rows, under an advisory lock per origin; a killed indexer loses
@@ -24,10 +27,13 @@ import uuid
 from contextlib import contextmanager
 
 from ragloop.core import RagloopError, Store, hookimpl
+from ragloop.stores.fts5_terms import Fts5Terms
 from ragloop.stores.pg_common import (
+    FTS5_CONFIG,
     INSTALL,
     K1,
     ORIGIN_SETTING,
+    TEXT_META,
     URL_ENV,
     B,
     PgvectorConfig,
@@ -61,6 +67,8 @@ class PgvectorStore(Store):
         self._conn = None
         self._writing = False
         self._checked = False
+        self._text_checked = False
+        self._terms = None
 
     # -- connection, schema and errors ---------------------------------------------------
 
@@ -163,6 +171,11 @@ class PgvectorStore(Store):
                 f"embedding vector({dim}) not null)")
             conn.execute(f"create index if not exists {t}_origin on {t} (origin)")
             conn.execute(f"create index if not exists {t}_tsv on {t} using gin (tsv)")
+            # A table with rows and no record was made by an older ragloop (PostgreSQL's
+            # terms): it gets none here, and _check_text decides.
+            conn.execute(f"insert into {self.meta} select %s, %s where not exists "
+                         f"(select 1 from {t}) on conflict do nothing",
+                         [TEXT_META, cfg.language])
             if cfg.index == "hnsw":
                 self.build_index(conn)
 
@@ -193,6 +206,43 @@ class PgvectorStore(Store):
                 f"table (-o store.table=NAME), or run `ragloop index --repair` if this "
                 f"workspace is its only user")
         self._checked = True
+
+    def _check_text(self) -> None:
+        """Refuse to write or search terms other than the ones the table holds."""
+        if self._text_checked:
+            return
+        lang, conn = self.config.language, self.conn
+        with self._errors():
+            held = self._meta(TEXT_META)
+            if held is None and lang != FTS5_CONFIG:
+                # An older ragloop's table: made with PostgreSQL's configuration, which that
+                # ragloop recorded in the workspace's options unless it was the default
+                # english; the one named here is taken as the one it was made with.
+                conn.execute(f"insert into {self.meta} values (%s, %s) on conflict do nothing",
+                             [TEXT_META, lang])
+                held = self._meta(TEXT_META)
+        def copy(to):
+            return (f"`ragloop store copy --to pgvector -o store.url=... -o store.table="
+                    f"{self.config.table} -o store.language={to}` (rewrites this workspace's "
+                    f"chunks; other workspaces sharing the table: -o store.table=NEW)")
+        if held is None:
+            raise RagloopError(
+                f"the PostgreSQL table {self.t} at {self.safe_url} was indexed by an older "
+                f"ragloop with PostgreSQL's text search terms (english unless store.language "
+                f"was set), not SQLite FTS5's; re-index its text with {copy(FTS5_CONFIG)}, or "
+                f"keep PostgreSQL's terms with store.language=english in that command")
+        if held != lang:
+            raise RagloopError(
+                f"the PostgreSQL table {self.t} at {self.safe_url} holds the text terms of "
+                f"{held}, this store is set to {lang}; give -o store.language={held}, or "
+                f"re-index with {lang}'s: {copy(lang)}")
+        self._text_checked = True
+
+    @property
+    def terms(self) -> Fts5Terms:
+        if self._terms is None:
+            self._terms = Fts5Terms()
+        return self._terms
 
     def bind(self, embedder_id: str) -> None:
         conn = self.conn
@@ -238,19 +288,30 @@ class PgvectorStore(Store):
         if missing:
             raise RagloopError(f"chunk {missing[0]} has no row in the workspace database; "
                                f"run `ragloop index --repair`")
+        self._check_text()
         conn = self._begin()
         lang = self.config.language
+        if lang == FTS5_CONFIG:
+            # FTS5's terms and its document length (tokens of text and heading)
+            tsv_sql = "%s::tsvector"
+            docs = self.terms.documents([(rows[int(i)][4], rows[int(i)][1]) for i in ids])
+            tsvs = [(literal,) for literal, _ in docs]
+            lengths = [n for _, n in docs]
+        else:
+            tsv_sql = "to_tsvector(%s::regconfig, %s)"
+            texts = [(rows[int(i)][1] or "", rows[int(i)][4]) for i in ids]
+            tsvs = [(lang, f"{heading}\n{text}") for heading, text in texts]
+            lengths = [len(re.findall(r"\w+", f"{heading} {text}")) for heading, text in texts]
         data = []
-        for i, v in zip(ids, np.asarray(vectors, dtype="float32")):
+        for i, v, tsv, words in zip(ids, np.asarray(vectors, dtype="float32"), tsvs, lengths):
             path, heading, start, end, text = rows[int(i)]
-            words = len(re.findall(r"\w+", f"{heading} {text}"))
             data.append((int(i), self.origin, path, heading or "", start, end, text, words,
-                         lang, f"{heading or ''}\n{text}", v))
+                         *tsv, v))
         with self._errors(), conn.cursor() as cur:
             cur.executemany(
                 f"insert into {self.t} (id, origin, path, heading, start_line, end_line, text, "
                 f"words, tsv, embedding) values (%s, %s, %s, %s, %s, %s, %s, %s, "
-                f"to_tsvector(%s::regconfig, %s), %s) on conflict (id) do update set "
+                f"{tsv_sql}, %s) on conflict (id) do update set "
                 f"origin = excluded.origin, path = excluded.path, heading = excluded.heading, "
                 f"start_line = excluded.start_line, end_line = excluded.end_line, "
                 f"text = excluded.text, words = excluded.words, tsv = excluded.tsv, "
@@ -283,6 +344,11 @@ class PgvectorStore(Store):
             dim = int(self._meta("dimension"))
             if not others:
                 conn.execute(f"delete from {self.meta} where key = 'embedder'")
+                # nothing left of the old terms: the table takes this store's
+                conn.execute(f"insert into {self.meta} values (%s, %s) on conflict (key) do "
+                             f"update set value = excluded.value",
+                             [TEXT_META, self.config.language])
+                self._text_checked = True
                 if dim != self.dimension:
                     conn.execute(f"drop table {self.t}")
                     conn.execute(f"update {self.meta} set value = %s where key = 'dimension'",
@@ -406,19 +472,26 @@ class PgvectorStore(Store):
         return [(int(i), float(s)) for i, s in rows]
 
     def text_search(self, query: str, n: int, glob=None) -> list[tuple[int, float]]:
-        """BM25 over the tsvector term frequencies: FTS5's formula, PostgreSQL's stemming."""
+        """BM25 exactly as SQLite FTS5 computes it (k1 1.2, b 0.75, idf floored at 1e-6,
+        document length in tokens, one term per query phrase), from the term positions in
+        the `tsvector`: with the default `fts5` terms, the FAISS store's BM25 ranking."""
+        self._check_text()
         lang = self.config.language
         cond, args = self._where(glob)
         with self._errors():
             conn = self.conn
-            terms = conn.execute("select tsvector_to_array(to_tsvector(%s::regconfig, %s))",
-                                 [lang, query]).fetchone()[0]
-            if not terms:
+            if lang == FTS5_CONFIG:
+                phrases = self.terms.phrases(query)
+            else:
+                phrases = [[t] for t in conn.execute(
+                    "select tsvector_to_array(to_tsvector(%s::regconfig, %s))",
+                    [lang, query]).fetchone()[0]]
+            if not phrases:
                 return []
-            q = tsquery_of(terms)
-            counts = ", ".join(f"count(*) filter (where tsv @@ %s::tsquery)" for _ in terms)
+            q = tsquery_of(phrases)
+            counts = ", ".join("count(*) filter (where tsv @@ %s::tsquery)" for _ in phrases)
             df = conn.execute(f"select {counts} from {self.t} where tsv @@ %s::tsquery",
-                              [*[tsquery_of([t]) for t in terms], q]).fetchone()
+                              [*[tsquery_of([p]) for p in phrases], q]).fetchone()
             total, words = conn.execute(
                 f"select coalesce(sum(n), 0)::bigint, coalesce(sum(words), 0)::bigint "
                 f"from {self.stats}"
@@ -428,16 +501,34 @@ class PgvectorStore(Store):
                     f"select count(*), coalesce(sum(words), 0)::bigint from {self.t}").fetchone()
             avg = max(float(words) / max(int(total), 1), 1.0)
             idf = [max(math.log((total - d + 0.5) / (d + 0.5)), 1e-6) for d in df]
-            rows = conn.execute(
-                f"with m as (select id, tsv, words from {self.t} "
-                f"where tsv @@ %s::tsquery{cond}), "
-                f"q as (select * from unnest(%s::text[], %s::float8[]) as q(term, idf)) "
-                f"select m.id, sum(q.idf * cardinality(u.positions) * {K1 + 1} / "
-                f"(cardinality(u.positions) + {K1} * (1 - {B} + {B} * m.words / %s))) as s "
-                f"from m cross join lateral unnest(m.tsv) u join q on q.term = u.lexeme "
-                f"group by m.id order by s desc, m.id limit %s",
-                [q, *args, list(terms), idf, avg, n]).fetchall()
+            terms = list(dict.fromkeys(t for p in phrases for t in p))
+            rows = conn.execute(self._bm25_sql(phrases, terms, idf, avg, cond),
+                                [q, *args, *terms, *terms, n]).fetchall()
         return [(int(i), float(s)) for i, s in rows]
+
+    def _bm25_sql(self, phrases, terms, idf, avg, cond) -> str:
+        """Each matching chunk's positions of every query term, each phrase's count (the
+        positions where its terms follow one another), then FTS5's sum over phrases."""
+        at = {t: j for j, t in enumerate(terms)}
+        arrays = ", ".join(f"coalesce(array_agg(p.pos) filter (where u.lexeme = %s), "
+                           f"'{{}}') as a{j}" for j in range(len(terms)))
+        # float8 throughout, as FTS5 computes in double (a bare 1.5 would be numeric)
+        norm = f"{K1}::float8 * (1 - {B} + {B} * f.words / {float(avg)!r}::float8)"
+        parts = []
+        for phrase, w in zip(phrases, idf):
+            first, *rest = [at[t] for t in phrase]
+            if rest:
+                follow = " and ".join(f"x + {k + 1} = any(a{j})" for k, j in enumerate(rest))
+                tf = f"(select count(*) from unnest(a{first}) x where {follow})"
+            else:
+                tf = f"cardinality(a{first})"
+            parts.append(f"{float(w)!r}::float8 * ({tf} * {K1 + 1} / ({tf} + {norm}))")
+        return (f"with m as (select id, tsv, words from {self.t} where tsv @@ %s::tsquery{cond}), "
+                f"f as (select m.id, m.words, {arrays} from m cross join lateral unnest(m.tsv) u "
+                f"cross join lateral unnest(u.positions) p(pos) "
+                f"where u.lexeme = any(array[{', '.join(['%s'] * len(terms))}]::text[]) "
+                f"group by m.id, m.words) "
+                f"select id, {' + '.join(parts)} as s from f order by s desc, id limit %s")
 
     def describe(self) -> dict:
         with self._errors():
@@ -450,7 +541,8 @@ class PgvectorStore(Store):
             return {"url": self.safe_url, "table": self.t, "dimension": self.dimension,
                     "embedder": self._meta("embedder"), "chunks (all workspaces)":
                     self.chunk_total(), "workspaces": origins, "size": size,
-                    "vector index": index[0].split(" USING ")[-1] if index else "none (exact)"}
+                    "vector index": index[0].split(" USING ")[-1] if index else "none (exact)",
+                    "text terms": self._meta(TEXT_META) or "PostgreSQL's (older ragloop)"}
 
 
 @hookimpl

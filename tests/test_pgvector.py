@@ -8,6 +8,7 @@ Each test writes to its own tables (`-o store.table=...`) in one server for the 
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -120,13 +121,101 @@ def test_each_mode_and_where_give_faiss_answers_and_copy_goes_both_ways(
     assert "now uses pgvector" in copied
     pgv = answers()
     for key in faiss:
-        if key[1] == "dense":      # the same vectors: HNSW finds what exact search finds
+        # dense: the same vectors, HNSW finds what exact search finds; bm25: FTS5's terms
+        if key[1] in ("dense", "bm25"):
             assert pgv[key] == faiss[key], key
-        else:     # BM25 by PostgreSQL's stemmer and lengths: the same best document
+        else:     # fused over 50 candidates, some past what HNSW ranks exactly
             assert [h[0] for h in pgv[key][:1]] == [h[0] for h in faiss[key][:1]], key
     assert "Store: pgvector" in run("store", "info").output
     run("store", "copy", "--to", "faiss")
     assert answers() == faiss
+
+
+# Stemming ("running" is FTS5's "run"), a stop word PostgreSQL's english drops ("the"),
+# words FTS5 splits into phrases ("sqlite_utils"), and plain queries.
+BM25_QUERIES = ["running", "the", "sqlite_utils insert_all", "add_column rows",
+                "generated tables", "utm_source campaign", "hybrid_search cosine_distance",
+                "how do I run tests", "terminal colors tables", "plugin hooks",
+                "postgres adapter connection"]
+
+
+def test_bm25_gives_the_fts5_ranking_and_scores(pg, corpus, tmp_path, monkeypatch):
+    """With its default terms, pgvector's BM25 ranks as the FAISS store's FTS5 does: the same
+    chunks in the same order with the same scores, with and without a path filter."""
+    from ragloop.core.pipeline.search import Searcher
+    from ragloop.core.workspace import Workspace
+    from ragloop.stores.fts5_terms import FTS5_COLUMNS, FTS5_TOKENIZE
+    home = use(monkeypatch, tmp_path, "ws")
+    run("index", corpus, *emb())
+
+    def bm25():
+        ws = Workspace(home)
+        try:
+            return {(q, glob): Searcher(ws).bm25(q, 20, glob) for q in BM25_QUERIES
+                    for glob in (None, "*/rich.md")}
+        finally:
+            ws.close()
+
+    with sqlite3.connect(home / "ragloop.db") as db:      # the declaration copied in stores/
+        sql = db.execute("select sql from sqlite_master where name = 'chunks_fts'").fetchone()[0]
+        texts = dict(db.execute("select id, text from chunks"))
+    assert f"tokenize='{FTS5_TOKENIZE}'" in sql
+    assert tuple(re.findall(r'["\[](\w+)["\]]', sql)[1:3]) == FTS5_COLUMNS, sql
+    fts5 = bm25()
+    run("store", "copy", "--to", "pgvector", "-o", f"store.url={pg}", "-o", "store.table=terms")
+    pgv = bm25()
+    for key, ranked in fts5.items():
+        assert ranked or key[1], key
+        assert [i for i, _ in pgv[key]] == [i for i, _ in ranked], key
+        assert [s for _, s in pgv[key]] == pytest.approx([s for _, s in ranked], rel=1e-9), key
+    stemmed = [i for i, _ in pgv["running", None] if "running" not in texts[i].lower()]
+    assert any(re.search(r"\bruns?\b", texts[i], re.I) for i in stemmed)
+    assert "Text terms: fts5" in run("store", "info").output
+
+
+def test_a_table_of_other_text_terms_is_refused(pg, corpus, tmp_path, monkeypatch):
+    from ragloop.core.config import build_config
+    from ragloop.core.errors import RagloopError
+    from ragloop.stores.pgvector import PgvectorStore
+
+    def store(*options):
+        config = build_config(PgvectorStore.Config, [f"url={pg}", "table=mixed", *options])
+        return PgvectorStore(config, tmp_path, 32)
+
+    home = use(monkeypatch, tmp_path, "ws")
+    run("index", corpus / "rich.md", *emb(), *pg_opts(pg, "mixed"))
+    with pytest.raises(RagloopError, match="holds the text terms of fts5, this store is set to "
+                                           "english; give -o store.language=fts5"):
+        store("language=english").text_search("terminal", 3)
+    # A table of an older ragloop (PostgreSQL's terms, nothing recorded): refused by default,
+    # in one line from the CLI, for searching and for writing alike.
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute("delete from mixed_meta where key = 'text_config'")
+    for command in (["search", "--mode", "bm25", "terminal"], ["index", corpus / "click.md"]):
+        line = error_of(*command, *emb())
+        assert "older ragloop" in line and "store.language=english" in line, line
+        assert "store copy --to pgvector" in line and "store.table=mixed" in line, line
+    with sqlite3.connect(home / "ragloop.db") as db:      # nothing of the refused index
+        paths = [r[0] for r in db.execute("select path from documents")]
+    assert paths == [str(corpus / "rich.md")]
+    assert not any("click" in p for p, _ in pg_rows_paths(pg, "mixed"))
+    # ... kept by naming the terms it holds (then recorded), as the message says
+    copy = ["store", "copy", "--to", "pgvector", "-o", f"store.url={pg}", "-o",
+            "store.table=mixed"]
+    run(*copy, "-o", "store.language=english")
+    assert hits("--mode", "bm25", "-k", "2", "terminal")
+    assert "Text terms: english" in run("store", "info").output
+    with pytest.raises(RagloopError, match="holds the text terms of english"):
+        store().text_search("terminal", 3)
+    # ... or re-indexed with FTS5's terms
+    run(*copy, "-o", "store.language=fts5")
+    assert hits("--mode", "bm25", "-k", "2", "terminal")
+    assert "Text terms: fts5" in run("store", "info").output
+
+
+def pg_rows_paths(url, table):
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"select path, origin from {table}_chunks").fetchall()
 
 
 def test_index_and_search_into_postgres_and_a_rating_id_finds_its_text_elsewhere(
