@@ -3,7 +3,8 @@
 1. `--part retrieval`: the retrieval benchmark's real-text corpora (bench/retrieval_corpora.py)
    indexed once by ragloop into FAISS flat, ranked per mode (dense, bm25, hybrid), then
    copied with `store copy` (the same vectors, no re-embedding) into pgvector (HNSW) and
-   ranked again: recall@10 and MRR@10 per mode, side by side.
+   ranked again: recall@10 and MRR@10 per mode, side by side, and how many queries get the
+   same BM25 top 10 from both (`--language english`: PostgreSQL's terms instead of FTS5's).
 2. `--part scale`: N 384-dimension unit vectors shaped like real MiniLM embeddings, queried
    with MiniLM embeddings of real questions: recall@10 against exact search, p50 latency and
    QPS with 1 and 4 concurrent clients for each `--ef-search`, and build time, for pgvector
@@ -73,6 +74,23 @@ def rank(ws, corpus, mode):
     return {m: statistics.mean(s[m] for s in out) for m in ("recall@10", "mrr@10")}
 
 
+def bm25_lists(ws, corpus):
+    """Each query's BM25 top 10 as (chunk id, score): to compare the two stores' rankings
+    chunk by chunk (`store copy` keeps the ids)."""
+    from ragloop.core.pipeline.search import Searcher
+    searcher = Searcher(ws)
+    return [searcher.bm25(q.text, K) for q in corpus.queries]
+
+
+def same_bm25(faiss, pgv) -> dict:
+    """How many queries' BM25 top 10 hold the same chunks in the same order, and the largest
+    score difference between the stores (relative)."""
+    same = sum([i for i, _ in a] == [i for i, _ in b] for a, b in zip(faiss, pgv))
+    diff = max((abs(x - y) / max(abs(x), 1e-12) for a, b in zip(faiss, pgv)
+                for (i, x), (j, y) in zip(a, b) if i == j), default=0.0)
+    return {"same top 10": f"{same}/{len(faiss)}", "max relative score difference": diff}
+
+
 def part_retrieval(url, args, report):
     from ragloop.core.cli.store_cmd import copy_index
     sizes = {**RETRIEVAL_LIMITS, **dict(item.split("=") for item in args.limit or [])}
@@ -85,13 +103,19 @@ def part_retrieval(url, args, report):
         ws, chunks = ragloop_index(corpus.folder, [], "path")
         index_s = time.perf_counter() - t
         faiss = {mode: rank(ws, corpus, mode) for mode in MODES}
+        faiss_bm25 = bm25_lists(ws, corpus)
         t = time.perf_counter()
-        copy_index(ws, "pgvector", [f"url={url}", f"table=bench_{corpus.name}"])
+        copy_index(ws, "pgvector", [f"url={url}", f"table=bench_{corpus.name}",
+                                    f"language={args.language}"])
         copy_s = time.perf_counter() - t
         pgv = {mode: rank(ws, corpus, mode) for mode in MODES}
+        same = same_bm25(faiss_bm25, bm25_lists(ws, corpus))
         rows[corpus.name] = {"documents": corpus.documents, "chunks": chunks,
                              "queries": len(corpus.queries), "index_seconds": round(index_s, 1),
-                             "copy_seconds": round(copy_s, 1), "faiss": faiss, "pgvector": pgv}
+                             "copy_seconds": round(copy_s, 1), "faiss": faiss, "pgvector": pgv,
+                             "bm25 agreement": same}
+        say(f"  bm25: the same top 10 for {same['same top 10']} queries, scores within "
+            f"{same['max relative score difference']:.1e} (relative)")
         for mode in MODES:
             say(f"  {mode:7s} recall@10 faiss {faiss[mode]['recall@10']:.3f} pgvector "
                 f"{pgv[mode]['recall@10']:.3f}   mrr@10 faiss {faiss[mode]['mrr@10']:.3f} "
@@ -428,6 +452,10 @@ def main() -> None:
                         help="pages (man corpora) or questions (faq) of a corpus in the "
                              "retrieval part (default: " +
                              " ".join(f"{k}={v}" for k, v in RETRIEVAL_LIMITS.items()) + ")")
+    parser.add_argument("--language", default="fts5",
+                        help="the pgvector store's text terms in the retrieval part: fts5 "
+                             "(its default, FTS5's as FAISS) or a PostgreSQL configuration, "
+                             "e.g. english (what it used before)")
     parser.add_argument("--n", type=int, default=1_000_000, help="vectors in the scale part")
     parser.add_argument("--real", type=int, default=2000,
                         help="real FAQ answer vectors among them (at most all, ~500)")
