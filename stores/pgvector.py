@@ -503,13 +503,14 @@ class PgvectorStore(Store):
             idf = [max(math.log((total - d + 0.5) / (d + 0.5)), 1e-6) for d in df]
             terms = list(dict.fromkeys(t for p in phrases for t in p))
             rows = conn.execute(self._bm25_sql(phrases, terms, idf, avg, cond),
-                                [q, *args, *terms, *terms, n]).fetchall()
+                                [*terms, q, *args, *terms, n]).fetchall()
         return [(int(i), float(s)) for i, s in rows]
 
     def _bm25_sql(self, phrases, terms, idf, avg, cond) -> str:
         """Each matching chunk's positions of every query term, each phrase's count (the
         positions where its terms follow one another), then FTS5's sum over phrases."""
         at = {t: j for j, t in enumerate(terms)}
+        marks = ", ".join(["%s"] * len(terms))
         arrays = ", ".join(f"coalesce(array_agg(p.pos) filter (where u.lexeme = %s), "
                            f"'{{}}') as a{j}" for j in range(len(terms)))
         # float8 throughout, as FTS5 computes in double (a bare 1.5 would be numeric)
@@ -523,11 +524,12 @@ class PgvectorStore(Store):
             else:
                 tf = f"cardinality(a{first})"
             parts.append(f"{float(w)!r}::float8 * ({tf} * {K1 + 1} / ({tf} + {norm}))")
-        return (f"with m as (select id, tsv, words from {self.t} where tsv @@ %s::tsquery{cond}), "
-                f"f as (select m.id, m.words, {arrays} from m cross join lateral unnest(m.tsv) u "
-                f"cross join lateral unnest(u.positions) p(pos) "
-                f"where u.lexeme = any(array[{', '.join(['%s'] * len(terms))}]::text[]) "
-                f"group by m.id, m.words) "
+        # Only the query's lexemes are unnested, cut out in C (setweight marks them,
+        # ts_filter keeps them): unnesting every lexeme in SQL took ~1.6x as long.
+        return (f"with m as (select id, words, ts_filter(setweight(tsv, 'A', array[{marks}]"
+                f"::text[]), '{{a}}') as qt from {self.t} where tsv @@ %s::tsquery{cond}), "
+                f"f as (select m.id, m.words, {arrays} from m cross join lateral unnest(m.qt) u "
+                f"cross join lateral unnest(u.positions) p(pos) group by m.id, m.words) "
                 f"select id, {' + '.join(parts)} as s from f order by s desc, id limit %s")
 
     def describe(self) -> dict:
