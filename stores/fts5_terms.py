@@ -26,7 +26,7 @@ FTS5_TOKENIZE = "porter"
 FTS5_COLUMNS = ("text", "heading")
 
 MAX_POSITION = 16383        # PostgreSQL keeps tsvector positions up to this (larger: clamped)
-MAX_LEXEME_BYTES = 2047     # ... and lexemes shorter than 2 KB (a longer one is refused)
+MAX_LEXEME_BYTES = 2046     # ... and lexemes of at most 2046 bytes (a longer one is refused)
 
 
 class Fts5Terms:

@@ -173,6 +173,25 @@ def test_bm25_gives_the_fts5_ranking_and_scores(pg, corpus, tmp_path, monkeypatc
     assert "Text terms: fts5" in run("store", "info").output
 
 
+def test_fts5_terms_of_chunks_and_queries(pg):
+    """Positions and lengths as FTS5 counts them, the heading after the text, `a_b` words as
+    phrases; a word too long for a PostgreSQL lexeme is left out but still counted."""
+    from ragloop.stores.fts5_terms import Fts5Terms
+    terms = Fts5Terms()
+    long = "x" * 3000
+    [(tsv, n), (empty, zero)] = terms.documents([("Running runs pthread_create " + long,
+                                                   "Run"), ("", None)])
+    assert n == 6 and (empty, zero) == ("", 0)
+    assert tsv == "'creat':4 'pthread':3 'run':1,2,7"      # 6: the gap
+    assert terms.phrases("The running runs, pthread_create!") == [
+        ["the"], ["run"], ["run"], ["pthread", "creat"]]
+    [(split, _)] = terms.documents([("see pthread", "create")])   # no phrase across columns
+    with psycopg.connect(pg, autocommit=True) as conn:
+        found = [conn.execute("select %s::tsvector @@ %s::tsquery",
+                              [t, "'pthread' <-> 'creat'"]).fetchone()[0] for t in (tsv, split)]
+    assert found == [True, False]
+
+
 def test_a_table_of_other_text_terms_is_refused(pg, corpus, tmp_path, monkeypatch):
     from ragloop.core.config import build_config
     from ragloop.core.errors import RagloopError
