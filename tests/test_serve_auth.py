@@ -133,3 +133,7 @@ def test_serve_command_with_workers_and_a_shared_token(workers):
         assert r.status_code == 200, r.text
     db = sqlite3.connect(home / "ragloop.db")
     assert db.execute("select count(*), min(rater_id) from scores").fetchone() == (4, "token")
+    # Each worker froze what it loaded, so full collections do not stall requests.
+    text = c.get("/metrics", headers=auth).text
+    frozen = re.search(r"^ragloop_gc_frozen_objects (\d+)$", text, re.M)
+    assert frozen and int(frozen.group(1)) > 10_000

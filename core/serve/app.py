@@ -10,6 +10,7 @@ factory each of `--workers N` processes calls, starting its own engine. Every er
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -27,7 +28,14 @@ from ragloop.core.errors import RagloopError
 from ragloop.core.ids import new_id
 from ragloop.core.serve import page
 from ragloop.core.serve.auth import Auth, user_header
-from ragloop.core.serve.engine import Engine, Served, ServeSettings, record, sources
+from ragloop.core.serve.engine import (
+    Engine,
+    Served,
+    ServeSettings,
+    record,
+    settle_heap,
+    sources,
+)
 from ragloop.core.serve.errors import ServeError
 from ragloop.core.serve.feedback import apply, record_answers
 from ragloop.core.serve.metrics import Metrics
@@ -124,6 +132,7 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
     async def lifespan(app):
         if start:
             await asyncio.get_running_loop().run_in_executor(None, engine.start)
+            settle_heap()
         try:
             yield
         finally:
@@ -325,7 +334,9 @@ def create_app(engine: Engine, auth: Auth, *, cors=(), start: bool = False) -> F
              summary="Request counts and latencies (Prometheus text format)")
     async def prometheus():
         return PlainTextResponse(
-            metrics.render({"queued": engine.queued, "cache_hits_total": engine.cache_hits}),
+            metrics.render({"queued": engine.queued, "cache_hits_total": engine.cache_hits,
+                            # what the worker moved out of the collector after loading
+                            "gc_frozen_objects": gc.get_freeze_count()}),
             media_type="text/plain; version=0.0.4")
 
     page.mount(app)

@@ -15,7 +15,7 @@ import socket
 import threading
 
 from ragloop.core.errors import RagloopError
-from ragloop.core.serve.engine import ServeSettings
+from ragloop.core.serve.engine import ServeSettings, settle_heap
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -96,6 +96,7 @@ def run(settings: ServeSettings, sock: socket.socket, *, workers: int, token: st
     if workers == 1:
         with loading("Loading the index and the model"):
             app = build(settings, token, cors)
+        settle_heap()
         uvicorn.Server(config(uvicorn, app)).run(sockets=[sock])
         return
     from ragloop.core.serve.app import CORS_ENV, SETTINGS_ENV, TOKEN_ENV
