@@ -51,7 +51,8 @@ _PUBLIC = {
     # for evaluators: the interval on a paired difference (base and adapter on the same items)
     "pipeline.evaluation_report": ("paired_bootstrap",),
     # an answer against a reference answer (the correctness evaluator, the reference rater)
-    "pipeline.reference_match": ("normalize_answer", "contains_reference", "token_f1"),
+    "pipeline.reference_match": ("normalize_answer", "contains_reference", "token_f1",
+                                  "CITATION", "citations"),
     # for plugins that add commands (register_commands)
     "cli.app": ("options_option", "pass_workspace"),
     "cli.progress": ("progress_bar", "status", "stderr"),

@@ -14,6 +14,7 @@ import string
 import unicodedata
 from collections import Counter
 
+# A citation of numbered passages as answers write them: [2] or [1, 3].
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -26,6 +27,11 @@ def normalize_answer(text: str) -> str:
     """SQuAD's answer normalization: lowercase, no punctuation, no articles, single spaces."""
     text = "".join(c for c in text.lower() if not _is_punctuation(c))
     return " ".join(ARTICLES.sub(" ", text).split())
+
+
+def citations(text: str) -> list[int]:
+    """Every passage number `text` cites, in order, repeats kept."""
+    return [int(n) for group in CITATION.findall(text) for n in group.split(",")]
 
 
 def strip_citations(answer: str) -> str:

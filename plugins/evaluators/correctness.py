@@ -18,13 +18,13 @@ Questions without a reference are counted as skipped, not scored.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from ragloop.core import (
     Evaluator,
     RagloopError,
+    citations,
     contains_reference,
     hookimpl,
     normalize_answer,
@@ -34,7 +34,6 @@ from ragloop.core import (
 METRICS = ("containment", "f1", "cites_source")
 NEEDS = ('correctness needs questions with a reference answer: give --questions FILE, JSONL '
          'lines with "question" and "answer" (and optionally "source", the document it is from)')
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # The core's, so this evaluator and the `reference` rater read "contains" the same way.
 contains, normalize = contains_reference, normalize_answer
 
@@ -55,12 +54,7 @@ class CorrectnessOptions:
 
 def cited(answer: str, passages: int) -> list[int]:
     """The passage numbers an answer cites as [n] or [n, m], in 1..passages, in order."""
-    numbers = []
-    for group in CITATION.findall(answer):
-        for n in (int(x) for x in group.split(",")):
-            if 1 <= n <= passages and n not in numbers:
-                numbers.append(n)
-    return numbers
+    return [n for n in dict.fromkeys(citations(answer)) if 1 <= n <= passages]
 
 
 def _parts(path: str) -> tuple[str, ...]:

@@ -16,11 +16,10 @@ assistant turn (the answer); the real question follows in the default prompt's f
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ragloop.core import Prompt, hookimpl
+from ragloop.core import Prompt, citations, hookimpl
 from ragloop.plugins.prompts.default import (
     TEMPLATE,
     TEMPLATE_HELP,
@@ -30,7 +29,6 @@ from ragloop.plugins.prompts.default import (
     user_message,
 )
 
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 NO_RATINGS = ("the few-shot prompt found no rated answers yet, so it shows no examples and is "
               "the default prompt; rate answers with `ragloop rate` first")
 
@@ -60,10 +58,7 @@ def same_text(a: str, b: str) -> bool:
 
 
 def cited(answer: str) -> list[int]:
-    found = []
-    for group in CITATION.findall(answer):
-        found += [int(n) for n in group.split(",") if int(n) not in found]
-    return found
+    return list(dict.fromkeys(citations(answer)))
 
 
 def rated_answers(ws) -> list[dict]:

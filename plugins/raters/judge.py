@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ragloop.core import Comparison, Rater, Verdict, hookimpl
+from ragloop.core import CITATION, Comparison, Rater, Verdict, citations, hookimpl
 from ragloop.plugins.raters.judge_support import Semantic, unsupported
 
 VERSION = "2"          # change it whenever a heuristic changes: it is part of the rater id
@@ -57,7 +57,6 @@ your yours yes source sources answer question according passage passages cite ci
 
 WORD = re.compile(r"[a-z0-9]+")
 URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 CLOSERS = "\"')]}*`»” \t\n"
 
@@ -106,10 +105,6 @@ class Score:
     cut_off: bool = False
     garbage: bool = False
     unsupported: tuple[str, ...] = ()
-
-
-def citations(text: str) -> list[int]:
-    return [int(n) for group in CITATION.findall(text) for n in group.split(",")]
 
 
 def passage_weights(passages: list[str], question: str, semantic: Semantic | None = None
