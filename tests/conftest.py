@@ -25,6 +25,14 @@ def ragloop_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="session")
+def packaged_models(tmp_path_factory):
+    """`.give(home)`: the workspace at `home` gets the packaged SmolLM2 already converted and
+    MiniLM already exported, prepared once per session (tests/packaged_models.py)."""
+    from packaged_models import SharedModels
+    return SharedModels(tmp_path_factory.mktemp("packaged-models"))
+
+
 @pytest.fixture
 def fresh_plugins():
     """Plugin state rebuilt from the environment before the test and again after it, so a

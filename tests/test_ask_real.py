@@ -13,7 +13,9 @@ CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
 
 
 @pytest.mark.slow
-def test_real_default_model_answers_from_the_corpus_and_cites_a_source():
+def test_real_default_model_answers_from_the_corpus_and_cites_a_source(ragloop_home,
+                                                                      packaged_models):
+    packaged_models.give(ragloop_home)         # converted and exported once per session
     runner = CliRunner()
     assert runner.invoke(cli, ["index", str(CORPUS)]).exit_code == 0
     result = runner.invoke(cli, ["ask", "What is the default port of the ferrule server?",

@@ -159,7 +159,12 @@ def test_demo_options_must_name_their_part(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_on_the_real_default_models(tmp_path):
+def test_demo_on_the_real_default_models(tmp_path, packaged_models):
+    # The workspace an earlier demo leaves (the demo keeps its models/ folder), with the
+    # models converted and exported once per session; the first run's conversion is
+    # test_generator's to check.
+    packaged_models.give(tmp_path / "ws")
+    (tmp_path / "ws" / MARKER).write_text("made by `ragloop demo`\n")
     out = demo(tmp_path / "ws", "--questions", 4, "--held-out", 2, "--max-steps", 2,
                "--max-new-tokens", 24).output
     assert re.search(r"Trained     demo-dpo \(2 DPO steps", out)

@@ -273,8 +273,10 @@ def test_bad_invocations_write_nothing(indexed, qfile, ragloop_home, args, messa
 
 
 @pytest.mark.slow
-def test_two_questions_with_the_real_default_model_and_the_judge(ragloop_home):
+def test_two_questions_with_the_real_default_model_and_the_judge(ragloop_home,
+                                                                packaged_models):
     from pathlib import Path
+    packaged_models.give(ragloop_home)         # converted and exported once per session
     root = Path(__file__).parent.parent / "examples"
     run("index", str(root / "corpus"))
     result = run("rate", "--rater", "judge", "--questions", str(root / "questions.jsonl"),
