@@ -221,6 +221,7 @@ class PgvectorStore(Store):
                 conn.execute(f"insert into {self.meta} values (%s, %s) on conflict do nothing",
                              [TEXT_META, lang])
                 held = self._meta(TEXT_META)
+
         def copy(to):
             return (f"`ragloop store copy --to pgvector -o store.url=... -o store.table="
                     f"{self.config.table} -o store.language={to}` (rewrites this workspace's "
