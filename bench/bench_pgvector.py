@@ -155,11 +155,12 @@ def embed(texts: list[str], cache: Path, label: str):
     return vectors
 
 
-def man_paragraphs(workdir: Path, seed: int, limit: int) -> list[str]:
+def man_paragraphs(workdir: Path, seed: int, limit: int, pages: int | None = None) -> list[str]:
     """Paragraphs (at least 80 characters) of the rendered man pages of the retrieval
-    corpora, `limit` of them sampled with the seed."""
+    corpora (or of `pages` pages per corpus), `limit` of them sampled with the seed."""
     paragraphs = []
-    for corpus in build_corpora(workdir, ["manref", "man3"], seed=seed, progress=say):
+    sizes = {"manref": pages, "man3": pages} if pages else None
+    for corpus in build_corpora(workdir, ["manref", "man3"], sizes, seed=seed, progress=say):
         for path in sorted(corpus.folder.glob("*.md")):
             for block in re.split(r"\n\s*\n", path.read_text()):
                 text = " ".join(line.strip() for line in block.splitlines()
@@ -176,7 +177,7 @@ def real_vectors(args):
     faq = build_corpora(workdir, ["faq"], {"faq": args.queries}, seed=args.seed,
                         progress=say)[0]
     answers = [p.read_text() for p in sorted(faq.folder.glob("*.md"))][:args.real]
-    paragraphs = man_paragraphs(workdir, args.seed, args.centres)
+    paragraphs = man_paragraphs(workdir, args.seed, args.centres, args.centre_pages)
     cache = args.workdir / "embeddings"
     return (embed(paragraphs, cache, "man paragraphs"), embed(answers, cache, "faq answers"),
             embed([q.text for q in faq.queries], cache, "faq questions"))
@@ -461,6 +462,10 @@ def main() -> None:
                         help="real FAQ answer vectors among them (at most all, ~500)")
     parser.add_argument("--centres", type=int, default=3000,
                         help="real man-page paragraphs the synthetic vectors are made around")
+    parser.add_argument("--centre-pages", type=int, default=None,
+                        help="man pages per corpus (man1/man8, man3) whose paragraphs may be "
+                             "centres; default: the retrieval corpora's (110, 120), ~3,000 "
+                             "paragraphs. More pages give more real seeds, fewer copies each")
     parser.add_argument("--queries", type=int, default=200, help="real questions as queries")
     parser.add_argument("--m", type=int, default=16, help="HNSW links per node (both)")
     parser.add_argument("--ef-construction", type=int, default=64,
