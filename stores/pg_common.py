@@ -29,6 +29,7 @@ class PgvectorConfig:
     ef_construction: int = field(default=64, metadata={"help": "HNSW: build candidate list."})
     # 200: the smallest of 40/100/200/400 that reached recall@10 0.95 on 100k vectors
     # shaped like MiniLM embeddings (bench/bench_pgvector.py; 100 gave 0.935), for ~4 ms more.
+    # A million chunks need 800 (0.953-0.960; docs/pgvector.md).
     ef_search: int = field(default=200, metadata={
         "help": "HNSW: search candidate list (raised to k when k is larger)."})
     lists: int = field(default=100, metadata={"help": "IVFFlat: lists."})
