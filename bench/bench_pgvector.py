@@ -44,7 +44,7 @@ from pathlib import Path
 from _common import finish, say
 from bench_retrieval import ragloop_index
 from retrieval_corpora import CORPUS_NAMES, build_corpora
-from retrieval_metrics import query_scores, to_documents
+from retrieval_metrics import bootstrap, query_scores, to_documents
 
 MODES = ("dense", "bm25", "hybrid")
 DIM = 384
@@ -292,11 +292,10 @@ def measure(search, queries, exact, seconds: float):
         found = search(0, q)
         latencies.append(time.perf_counter() - t)
         recalls.append(len(set(found) & set(truth.tolist())) / K)
-    # 95% percentile bootstrap over queries: a query's ten neighbours are not independent
-    rng = random.Random(0)
-    means = sorted(statistics.mean(rng.choices(recalls, k=len(recalls))) for _ in range(1000))
-    out = {"recall@10": round(statistics.mean(recalls), 4),
-           "recall@10_interval": [round(means[25], 4), round(means[974], 4)],
+    # resampled by query: a query's ten neighbours are not independent
+    recall = bootstrap(recalls)
+    out = {"recall@10": round(recall.mean, 4),
+           "recall@10_interval": [round(recall.low, 4), round(recall.high, 4)],
            "p50_ms": round(statistics.median(latencies) * 1000, 2)}
     for clients in (1, 4):
         done = [0] * clients
