@@ -5,7 +5,9 @@ machine load hits every variant alike. Reported per variant:
 
 - one stream: tokens/s, time to the first piece, and the ratio to float32 transformers;
 - batches of 4 and 8 (`generate_many`) against the same answers one after another with the
-  same generator (tokens/s of each, and their ratio);
+  same generator (tokens/s of each, and their ratio): different prompts, as `eval` asks;
+- candidates (`--candidates 4`): 4 sampled answers (temperature 0.7) to each prompt, as
+  `rate` and best-of-N ask, one after another against one `generate_many` call;
 - agreement with float32 transformers: greedy answers equal as a whole, and the share of
   float32's text reproduced before the first difference;
 - export and load time (an onnx-genai export is made once per workspace, model, adapter and
@@ -20,13 +22,15 @@ Prompts are questions from examples/questions.jsonl with passages from their sou
 put together by core/prompt.make_messages as `ask` does.
 
     python bench/bench_generate.py [--variants transformers:fp32 onnx-genai:int8 ...]
-        [--prompts 6] [--rounds 1] [--max-new-tokens 48] [--batches 4 8] [--home DIR]
+        [--prompts 6] [--rounds 1] [--max-new-tokens 48] [--batches 4 8] [--candidates 4]
+        [--home DIR]
         [--save FILE] [--no-rss] [--threads N] [--correctness N]
         [--correctness-tokens 256]
 
-Variants are GENERATOR:SETTING: transformers:fp32, transformers:METHOD (a compressor, e.g.
+Variants are GENERATOR:SETTING: transformers:fp32, transformers:plain (float32 with
+`-o packed=false`), transformers:METHOD (a compressor, e.g.
 torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
-float32 transformers; a batch of 4 >= 2x one after another; agreement >= torchao
+float32 transformers; a batch of 4 candidates >= 2x one after another; agreement >= torchao
 int8-dynamic's.
 """
 
@@ -50,8 +54,8 @@ from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.pipeline.prompt import make_messages
 from ragloop.core.workspace import Workspace
 
-VARIANTS = ["transformers:fp32", "transformers:torchao-int8-dynamic", "onnx-genai:fp32",
-            "onnx-genai:int8", "onnx-genai:int4"]
+VARIANTS = ["transformers:fp32", "transformers:plain", "transformers:torchao-int8-dynamic",
+            "onnx-genai:fp32", "onnx-genai:int8", "onnx-genai:int4"]
 REFERENCE = "transformers:fp32"
 
 
@@ -111,6 +115,8 @@ def load(ws: Workspace, variant: str, batch: int):
     compress = None
     if name == "onnx-genai":
         options.append(f"precision={setting}")
+    elif setting == "plain":                # float32 without the oneDNN-packed weights
+        options.append("packed=false")
     elif setting != "fp32":
         compress = setting
     gen = load_generator(ws, name, options, compress=compress)
@@ -125,11 +131,14 @@ def load(ws: Workspace, variant: str, batch: int):
 def rss_of(ws_home: str, variant: str, max_new_tokens: int) -> float:
     """Peak RSS (MB) of a child that loads `variant` and answers one prompt."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-            f"import bench_generate as b, resource\n"
+            f"import bench_generate as b\n"
             f"from ragloop.core.workspace import Workspace\n"
             f"gen, _ = b.load(Workspace({ws_home!r}), {variant!r}, 1)\n"
             f"''.join(gen.generate(b.prompts(1)[0], max_new_tokens={max_new_tokens}))\n"
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would
+            # report this process's peak when it is the larger.
+            f"print(next(l.split()[1] for l in open('/proc/self/status') "
+            f"if l.startswith('VmHWM')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if out.returncode != 0:
         return float("nan")
@@ -173,6 +182,28 @@ def batches(generators, messages, sizes, max_new_tokens, stats):
             say(f"batch of {size}: {label} done")
 
 
+def candidates(generators, messages, size, max_new_tokens, stats, temperature=0.7):
+    """`size` sampled answers to one prompt (a rating's candidates, best-of-N), for each
+    prompt: one after another against one `generate_many` call."""
+    for label, gen in generators.items():
+        serial = together = tokens = batched = 0.0
+        for i, message in enumerate(messages):
+            started = time.perf_counter()
+            for k in range(size):
+                "".join(gen.generate(message, max_new_tokens=max_new_tokens,
+                                     temperature=temperature, seed=i * size + k))
+                tokens += gen.last_generation["new_tokens"]
+            serial += time.perf_counter() - started
+            started = time.perf_counter()
+            gen.generate_many([message] * size, max_new_tokens=max_new_tokens,
+                              temperature=temperature, seed=i * size)
+            together += time.perf_counter() - started
+            batched += sum(r["new_tokens"] for r in gen.last_generations)
+        stats[label][f"cserial{size}"] = tokens / serial
+        stats[label][f"cand{size}"] = batched / together
+        say(f"{size} candidates per prompt: {label} done")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--variants", nargs="*", default=VARIANTS)
@@ -180,6 +211,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batches", type=int, nargs="*", default=[4, 8])
+    parser.add_argument("--candidates", type=int, nargs="*", default=[4],
+                        help="sampled answers per prompt, one after another and as one batch")
     parser.add_argument("--home", default=None,
                         help="workspace (default: the user's: conversions and exports kept)")
     parser.add_argument("--save", type=Path, default=None, help="write the report as JSON")
@@ -208,6 +241,8 @@ def main() -> None:
     texts: dict = {}
     one_stream(generators, messages, args.rounds, args.max_new_tokens, stats, texts)
     batches(generators, messages, args.batches, args.max_new_tokens, stats)
+    for size in args.candidates:
+        candidates(generators, messages, size, args.max_new_tokens, stats)
     rss = {} if args.no_rss else {v: rss_of(str(ws.home), v, 8) for v in variants}
     base_rate = stats[REFERENCE]["tokens"] / stats[REFERENCE]["seconds"]
     print(f"\n{len(messages)} prompts x {args.rounds} rounds, greedy, up to "
@@ -216,6 +251,7 @@ def main() -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     sizes = args.batches
     head = "".join(f" {'b' + str(n) + ' tok/s':>11s} {'vs 1by1':>7s}" for n in sizes)
+    head += "".join(f" {'c' + str(n) + ' tok/s':>11s} {'vs 1by1':>7s}" for n in args.candidates)
     print(f"{'variant':34s} {'tok/s':>6s} {'vs fp32':>7s} {'TTFT s':>6s}{head} "
           f"{'exact':>5s} {'prefix':>6s} {'RSS MB':>6s} {'export s':>8s} {'load s':>6s}")
     report = {"prompts": len(messages), "rounds": args.rounds, "load_before": load_before[0],
@@ -235,6 +271,10 @@ def main() -> None:
             row[f"batch{n}_tokens_per_s"] = round(s[f"batch{n}"], 2)
             row[f"batch{n}_vs_one_by_one"] = round(s[f"batch{n}"] / s[f"serial{n}"], 2)
             cells += f" {s[f'batch{n}']:11.1f} {row[f'batch{n}_vs_one_by_one']:6.2f}x"
+        for n in args.candidates:
+            row[f"candidates{n}_tokens_per_s"] = round(s[f"cand{n}"], 2)
+            row[f"candidates{n}_vs_one_by_one"] = round(s[f"cand{n}"] / s[f"cserial{n}"], 2)
+            cells += f" {s[f'cand{n}']:11.1f} {row[f'candidates{n}_vs_one_by_one']:6.2f}x"
         report["variants"][label] = row
         export = f"{row['export_s']:8.1f}" if row["export_s"] is not None else f"{'-':>8s}"
         print(f"{label:34s} {rate:6.1f} {row['vs_fp32']:6.2f}x {row['first_piece_s']:6.2f}"

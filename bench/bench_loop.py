@@ -27,7 +27,7 @@ paired bootstrap interval on the difference, and the judge's win rate against th
 with its interval. The evals' own comparisons get their own rater id, and training takes
 only the rounds' rater ids, so no held-out question is ever trained on.
 
-    nice -n 10 .venv/bin/python bench/bench_loop.py [--limit 16] [--held 16] [--steps 12]
+    nice -n 10 .venv/bin/python bench/bench_loop.py [--limit 16] [--held 16] [--steps 12] [--lr X]
         [--rater judge|reference] [--rounds 2] [--variant contained]
 
 On a quiet 2-core CPU the defaults take about 20 minutes; `--limit`, `--held`, `--steps`,
@@ -129,8 +129,10 @@ def contained_rows(home: Path, rated: list[dict], held: set[str]) -> list[dict]:
 
 def train(report: dict, name: str, home: Path, data: Path, adapter: str, args,
           method: str | None = None) -> None:
+    extra = ("--lr", args.lr) if args.lr else ()
     out = phase(report, name, home, "train", "--method", method or args.method, "--data", data,
-                "--max-steps", args.steps, "--name", adapter, "--seed", args.seed, "--json")
+                "--max-steps", args.steps, "--name", adapter, "--seed", args.seed, *extra,
+                "--json")
     metrics = json.loads(out).get("metrics", {})
     report.setdefault("training", {})[adapter] = {
         k: metrics.get(k) for k in ("first_loss", "final_loss", "global_step")}
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=16, help="Training questions rated.")
     parser.add_argument("--held", type=int, default=16, help="Held-out questions evaluated.")
     parser.add_argument("--steps", type=int, default=12, help="Optimizer steps per round.")
+    parser.add_argument("--lr", type=float, help="Learning rate (default: the method's).")
     parser.add_argument("--method", default="sft+dpo", help="Training method of both rounds.")
     parser.add_argument("--rater", default="judge", choices=("judge", "reference"),
                         help="Who rates the rounds: the judge, or `reference` (the answer "
@@ -165,6 +168,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = args.home or Path(temp_workspace().home)
+    home.mkdir(parents=True, exist_ok=True)
     report = {k: v for k, v in vars(args).items() if k not in ("out", "home")}
     report["seconds_by_phase"] = {}
     rated, held = split(args.seed)

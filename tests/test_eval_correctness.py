@@ -9,12 +9,14 @@ import pytest
 from cli_helpers import run
 from test_eval import QUESTIONS, TRAINED, gen, one_line_error, report_folder
 from test_eval import indexed, rated  # noqa: F401  (fixtures)
+from tiny_models import tiny_causal_lm
 
 from ragloop.core import paired_bootstrap
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.rating_questions import from_file
 from ragloop.core.pipeline.search import Hit
 from ragloop.core.workspace import Workspace
+from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
 from ragloop.plugins.evaluators.correctness import (
     cited,
     cites_source,
@@ -204,6 +206,17 @@ def test_eval_scores_the_win_rates_answers_against_the_references(rated, tmp_pat
         assert d["base"]["f1"] == token_f1(base, d["reference"])
         assert d["adapter"]["containment"] == float(contains(adapter, d["reference"]))
     assert c["options"] == {"confidence": 0.95, "samples": 10000, "seed": 0}
+    # The win rate, first, had each model answer its 3 questions as one batch
+    # (rating_batches.py); greedy, so the answers are those of one by one.
+    batched = Workspace(ragloop_home).db.execute(
+        "select json_extract(c.params_json, '$.slot'), c.messages_json, c.text, "
+        "json_extract(c.params_json, '$.batched') from candidates c "
+        "where json_extract(c.params_json, '$.candidates') like 'base-vs-adapter:%'").fetchall()
+    assert len(batched) == 6 and {row[3] for row in batched} == {3}
+    base = TransformersGenerator(TransformersConfig(model=str(tiny_causal_lm())))
+    for slot, messages, text, _ in batched:
+        if slot == "a":
+            assert text == "".join(base.generate(json.loads(messages), max_new_tokens=6))
 
     # Alone, on a second run: the stored pairs are read back, nothing is generated again.
     again = run("eval", "--adapter", "a", *gen(), "--questions", qfile,
@@ -226,3 +239,4 @@ def test_eval_without_references(rated, tmp_path, ragloop_home):
     # Run among all evaluators (the default), it is skipped, saying why, and the others run.
     result = run("eval", "--adapter", "a", *gen(), "--questions", plain)
     assert "correctness: skipped: none of the 1 held-out questions from" in result.stdout
+

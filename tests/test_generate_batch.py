@@ -84,3 +84,23 @@ def test_transformers_generate_many_refuses_bad_requests(tiny_generator):
     with pytest.raises(RagloopError, match="context"):
         tiny_generator.generate_many([rag("x"), rag("word " * 2000)], max_new_tokens=4)
     assert tiny_generator.generate_many([], max_new_tokens=4) == []
+
+
+def test_one_prompt_for_every_row_is_read_once_and_answers_as_one_by_one(tiny_generator):
+    conversation = rag(QUESTIONS[3])
+    prompt = tiny_generator.count_tokens(tiny_generator.render(conversation))
+    greedy = "".join(tiny_generator.generate(conversation, max_new_tokens=10))
+    seen = []
+    embed = tiny_generator.model.get_input_embeddings()
+    hook = embed.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    try:
+        many = tiny_generator.generate_many([conversation] * 3, max_new_tokens=10)
+    finally:
+        hook.remove()
+    assert many == [greedy] * 3
+    # The prompt once, for one row; then every step only the newest token of the 3 rows.
+    assert seen[0] == (1, prompt - 1)
+    assert set(seen[1:]) == {(3, 1)}
+    sampled = tiny_generator.generate_many([conversation] * 3, max_new_tokens=8,
+                                           temperature=1.5, seed=5)
+    assert len(set(sampled)) > 1

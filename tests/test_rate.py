@@ -103,6 +103,7 @@ def test_judge_session_stores_questions_candidates_and_comparisons(indexed, qfil
             params = json.loads(cand["params_json"])
             assert params["temperature"] == 0.8 and params["seed"] == cand["seed"]
             assert params["k"] == 2 and params["max_new_tokens"] == 6
+            assert params["batched"] == 3 and params["batch"] == 3   # all 3 questions at once
         assert a["seed"] != b["seed"] and a["messages_json"] == b["messages_json"]
         assert d["scores"].count_where("comparison_id = ?", [c["id"]]) == 2
         judged = d["passage_judgments"].count_where("comparison_id = ?", [c["id"]])
@@ -115,7 +116,8 @@ def test_loading_and_generating_are_told_on_stderr_when_it_is_not_a_terminal(
     result = judge("--questions", str(qfile), "-k", "1")
     told = [line.split(": ")[0] for line in result.stderr.splitlines()
             if line.endswith(" elapsed")]
-    assert told == ["Loading the model", *(f"Generating two answers ({n}/3)" for n in (1, 2, 3))]
+    # An automatic rater's answers come a batch at a time: the 3 questions' together.
+    assert told == ["Loading the model", "Generating the answers to 3 questions together"]
     assert len(re.findall(r"^Saved \d/3: ", result.stdout, re.M)) == 3
 
 
@@ -167,12 +169,13 @@ def test_quit_stores_no_rating_and_the_generated_pair_is_reused(indexed, qfile, 
         result = run("rate", "--rater", "test-quitter", "--questions", str(qfile), *gen())
     assert "Stopped (quit): 0 rated this session as test-quitter" in result.stderr
     assert counts(ragloop_home)["comparisons"] == 0
-    assert counts(ragloop_home)["candidates"] == 2
+    # The 3 questions' pairs were generated together, before the first verdict.
+    assert counts(ragloop_home)["candidates"] == 6
     with rater_plugin(Blunt):
         run("rate", "--rater", "test-blunt", "--questions", str(qfile), *gen(), "-n", "1")
     d = db(ragloop_home)
     (comparison,) = d["comparisons"].rows
-    assert d["candidates"].count == 2 and comparison["rater_id"] == "test-blunt"
+    assert d["candidates"].count == 6 and comparison["rater_id"] == "test-blunt"
     shown_left = d["candidates"].get(comparison["left_candidate"])
     other = comparison["candidate_b" if comparison["left_candidate"] == comparison["candidate_a"]
                        else "candidate_a"]

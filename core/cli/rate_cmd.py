@@ -16,6 +16,7 @@ from ragloop.core.pipeline import rating_questions
 from ragloop.core.pipeline.ask import DEFAULT_GENERATOR
 from ragloop.core.pipeline.prompt import DEFAULT_PROMPT, route_options
 from ragloop.core.pipeline.rating import Session, Settings, load_rater
+from ragloop.core.pipeline.rating_batches import Ahead
 
 
 @cli.command()
@@ -142,12 +143,17 @@ def _run(ctx, session: Session, questions, limit, left_out: str = "") -> None:
         source = iter(pending)
 
     rated: Counter = Counter()
+    # An automatic rater waits on no one: its questions' answers come a batch at a time.
+    ahead = Ahead(session, pending[:total]) if questions is not None and not session.prefetch \
+        else None
     try:
         question = next(source, None)
         while question is not None:
             if limit and sum(rated.values()) >= limit:
                 break
             position = sum(rated.values()) + 1
+            if ahead is not None:
+                ahead.before(question)
             # A file's next question is generated while this one is rated; typed ones are
             # not known ahead.
             upcoming = None if questions is None else next(source, None)

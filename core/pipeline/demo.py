@@ -171,6 +171,7 @@ def _rate(ws, s, ui, result, train_qs, held_qs):
 
     from ragloop.core.pipeline.prefs import build_rows
     from ragloop.core.pipeline.rating import Session, Settings, load_rater
+    from ragloop.core.pipeline.rating_batches import Ahead
     ui.phase(f"Answering {len(train_qs)} questions twice and rating the answers ({s.rater})")
     rater = load_rater(s.rater, ws)
     session = Session(ws, rater, s.rater, rater.default_rater_id(),
@@ -181,8 +182,10 @@ def _rate(ws, s, ui, result, train_qs, held_qs):
     session.status = DemoUI().status    # from here the Rating bar tells the progress
     advance = ui.track("Rating", len(train_qs))
     verdicts: Counter = Counter()
+    ahead = Ahead(session, train_qs)       # the answers come a batch of questions at a time
     try:
         for i, question in enumerate(train_qs, 1):
+            ahead.before(question)
             verdicts[session.rate(question, i, len(train_qs)).choice] += 1
             advance()
     finally:

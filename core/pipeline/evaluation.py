@@ -179,6 +179,14 @@ class EvalContext:
         """[base generator, adapter generator], loaded."""
         return self.session().generators
 
+    def answer_all(self, questions: list[Question], what: str = "Answering") -> None:
+        """Generates the pairs `answers` will give for `questions`, each model answering them
+        in batches (core/pipeline/rating_batches.py); an evaluator calls it before scoring
+        pairs one by one. Pairs stored already are left as they are."""
+        from ragloop.core.pipeline.rating_batches import generate_pairs
+        session = self.session()
+        generate_pairs(session, questions, self.progress(what, len(questions)))
+
     def answers(self, question: Question) -> Answers:
         """Both models' greedy answers to `question` and the passages they saw: the very
         pair the win rate judges. A pair stored under this run's settings (by the win rate,

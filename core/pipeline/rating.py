@@ -471,24 +471,27 @@ class Session:
                         return None
             finally:
                 pieces.close()                  # stops the model at its next token
-            passages = answer.prompt.passages
-            params = {**answer.params, "candidates": s.candidates, "settings": self.fingerprint,
-                      "pair": pair_id, "slot": slot, "notes": answer.prompt.notes,
-                      "timings": answer.timings}
-            if prefetched:
-                params["prefetched"] = True
-            rows.append({
-                "id": new_id(), "text": answer.text,
-                "prompt": gen.render(answer.prompt.messages),
-                "messages_json": json.dumps(answer.prompt.messages),
-                "chunk_ids_json": json.dumps([h.chunk_id for h in passages]),
-                "scores_json": json.dumps(answer.scores[:len(passages)]),
-                "index_version": self.index_version, "generator": s.generator,
-                "model_id": gen.model_id, "adapter": adapter_id,
-                "params_json": json.dumps(params, default=str), "seed": answer.params.get("seed"),
-                "created_at": utcnow(),
-            })
+            extra = {"prefetched": True} if prefetched else {}
+            rows.append(self._candidate_row(answer, gen, adapter_id, pair_id, slot, extra))
         return rows
+
+    def _candidate_row(self, answer, gen, adapter_id, pair_id: str, slot: str,
+                       extra: dict) -> dict:
+        """The `candidates` row of one generated answer of a pair."""
+        passages = answer.prompt.passages
+        params = {**answer.params, "candidates": self.settings.candidates,
+                  "settings": self.fingerprint, "pair": pair_id, "slot": slot,
+                  "notes": answer.prompt.notes, "timings": answer.timings, **extra}
+        return {
+            "id": new_id(), "text": answer.text, "prompt": gen.render(answer.prompt.messages),
+            "messages_json": json.dumps(answer.prompt.messages),
+            "chunk_ids_json": json.dumps([h.chunk_id for h in passages]),
+            "scores_json": json.dumps(answer.scores[:len(passages)]),
+            "index_version": self.index_version, "generator": self.settings.generator,
+            "model_id": gen.model_id, "adapter": adapter_id,
+            "params_json": json.dumps(params, default=str), "seed": answer.params.get("seed"),
+            "created_at": utcnow(),
+        }
 
     def _store_rows(self, db, question: Question, rows: list[dict], release: bool = True) -> str:
         """The question and its candidates, and the pair claim dropped, in one transaction

@@ -136,6 +136,8 @@ class CorrectnessEvaluator(Evaluator):
         if skipped:
             notes.append(f"{skipped} of {len(questions)} questions have no reference answer "
                          f"and were skipped")
+        if hasattr(context, "answer_all"):
+            context.answer_all(usable, "Answering (correctness)")
         advance = context.progress("Correctness", len(usable))
         details = []
         for question in usable:

@@ -104,6 +104,11 @@ class WinRateEvaluator(Evaluator):
         questions = context.limit(questions)
         session = context.session()
         db, counts, details = context.ws.db, {}, []
+        if hasattr(context, "answer_all") and not context.rater.interactive:
+            # A person starts rating at once instead; their session prefetches as they go.
+            unjudged = [q for q in questions
+                        if not (self.config.reuse and stored_verdict(db, session, q))]
+            context.answer_all(unjudged, "Answering (win rate)")
         advance = context.progress("Win rate", len(questions))
         for position, question in enumerate(questions, 1):
             comparison_id = stored_verdict(db, session, question) if self.config.reuse else None

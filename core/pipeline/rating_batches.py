@@ -1,0 +1,116 @@
+"""Pairs for many questions at once: each slot's model answers a group of questions in one
+`generate_many` call instead of one after another (issue 16). `eval` uses it before its
+evaluators score the pairs, and `rate` with an automatic rater and the demo a batch ahead
+of the question being rated; both then read the pairs back as stored. They are the same
+rows, claims and settings fingerprint that `Session.pair` writes one question at a time.
+
+A question whose pair is stored already, or that another live session is generating, is
+left alone here: `Session.pair` reads or waits for it as before. Groups are stored as they
+finish, so an interrupted run keeps every group it completed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable
+
+from ragloop.core.ids import new_id
+from ragloop.core.pipeline.rating import SAMPLE
+from ragloop.core.pipeline.rating_claims import PAIR
+from ragloop.core.pipeline.rating_questions import Question
+from ragloop.core.workspace import write_transaction
+
+
+class Ahead:
+    """For a rater that waits on nothing (`rate` with an automatic rater, the demo): before
+    a question is rated, the pairs of it and the next questions, a batch's worth, are
+    generated together. A person's session prefetches one item instead."""
+
+    def __init__(self, session, questions: list[Question]):
+        self.session = session
+        # A best-of-N set is one batch already (Session._generate_set).
+        self.questions = [] if session.settings.best_of else list(questions)
+        self.covered: set[str] = set()
+
+    def before(self, question: Question) -> None:
+        if question.hash in self.covered or question not in self.questions:
+            return
+        at = self.questions.index(question)
+        window = self.questions[at:at + batch_size(self.session)]
+        self.covered.update(q.hash for q in window)
+        if len(window) > 1:
+            with self.session.status(f"Generating the answers to {len(window)} questions "
+                                     f"together"):
+                generate_pairs(self.session, window)
+
+
+def batch_size(session) -> int:
+    return max(1, getattr(getattr(session.generators[0], "config", None), "batch_size", 1))
+
+
+def generate_pairs(session, questions: list[Question],
+                   advance: Callable[[int], None] = lambda n: None) -> int:
+    """Generates and stores the missing pairs of `questions` (not best-of sets) in groups of
+    the first generator's `batch_size`; returns how many pairs it generated."""
+    if session.settings.best_of:
+        return 0
+    size = batch_size(session)
+    made = 0
+    pending = list(dict.fromkeys(questions))
+    for start in range(0, len(pending), size):
+        group = _claim(session, pending[start:start + size])
+        advance(min(size, len(pending) - start) - len(group))
+        if not group:
+            continue
+        try:
+            for question, rows in zip(group, _rows(session, group)):
+                session._store_rows(session.db, question, rows)
+                made += 1
+                advance(1)
+        finally:
+            for question in group:
+                session._let_go(question)
+    return made
+
+
+def _claim(session, questions: list[Question]) -> list[Question]:
+    """The questions with no stored pair whose pair claim this session took."""
+    taken = []
+    for question in questions:
+        with write_transaction(session.db):
+            if session._stored_pair(question) is not None:
+                continue
+            if session.claims.take(question.hash, PAIR, session.fingerprint) is None:
+                taken.append(question)
+    return taken
+
+
+def _rows(session, group: list[Question]) -> list[list[dict]]:
+    """Each question's pair rows: slot a's answers from one batch, then slot b's."""
+    s = session.settings
+    sampled = s.kind == SAMPLE
+    seeds = session._seeds()
+    bases = [session._prepare(question) for question in group]
+    pair_ids = [new_id() for _ in group]
+    rows: list[list[dict]] = [[] for _ in group]
+    for slot_index, (slot, gen, adapter_id) in enumerate(
+            zip("ab", session.generators, session.adapter_ids)):
+        answers = [replace(b[slot_index], params=dict(b[slot_index].params),
+                           timings=dict(b[slot_index].timings)) for b in bases]
+        seed = seeds[slot_index]
+        temperature = s.temperature if sampled else 0.0
+        started = time.perf_counter()
+        texts = gen.generate_many([a.prompt.messages for a in answers],
+                                  max_new_tokens=s.max_new_tokens, temperature=temperature,
+                                  seed=seed)
+        seconds = round(time.perf_counter() - started, 4)
+        records = getattr(gen, "last_generations", None) or [{} for _ in answers]
+        for i, (answer, text, record) in enumerate(zip(answers, texts, records)):
+            answer.text = text
+            answer.params.update(temperature=temperature, seed=seed)
+            answer.params.update(record)
+            answer.timings["generate_s"] = seconds          # the batch's, shared
+            rows[i].append(session._candidate_row(answer, gen, adapter_id, pair_ids[i], slot,
+                                                  {"batched": len(group)}))
+    return rows
