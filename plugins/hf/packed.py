@@ -8,7 +8,9 @@ take 72 and 100 ms, and one answer 67 ms (docs/generation.md). The packed layout
 oneDNN's own, made by the same operators PyTorch's compiler uses for frozen CPU models.
 
 Only inference: the packed weight has no gradient, and the plain weight is released (tied
-weights stay, since the embedding reads them), so memory stays about the same.
+weights stay, since the embedding reads them), so memory stays about the same: SmolLM2's
+process holds 1,070 MB packed against 962 MB plain, the difference being the output
+layer's packed copy of the tied embedding.
 """
 
 from __future__ import annotations
@@ -70,4 +72,18 @@ def pack_linears(model: torch.nn.Module) -> int:
                 if id(child.weight) not in tied:
                     child.weight = None             # its memory goes once `child` is gone
                 count += 1
+    give_back_freed_memory()
     return count
+
+
+def give_back_freed_memory() -> None:
+    """glibc keeps the freed plain weights in its heap rather than returning them, which
+    left the process ~520 MB larger for SmolLM2; malloc_trim hands them back. Elsewhere
+    (another C library, another system) there is nothing to do."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
