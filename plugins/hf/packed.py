@@ -8,9 +8,9 @@ take 72 and 100 ms, and one answer 67 ms (docs/generation.md). The packed layout
 oneDNN's own, made by the same operators PyTorch's compiler uses for frozen CPU models.
 
 Only inference: the packed weight has no gradient, and the plain weight is released (tied
-weights stay, since the embedding reads them), so memory stays about the same: SmolLM2's
-process holds 1,070 MB packed against 962 MB plain, the difference being the output
-layer's packed copy of the tied embedding.
+weights stay, since the embedding reads them): SmolLM2's process holds 1,086 MB packed
+against 963 MB plain, the difference being the output layer's packed copy of the tied
+embedding.
 """
 
 from __future__ import annotations
