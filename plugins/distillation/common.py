@@ -136,9 +136,11 @@ def _prompts(ws, teacher: Teacher, questions, data) -> tuple[list[dict], str]:
         raise RagloopError("no questions to distill on: ask some with `ragloop ask`, or give "
                            "--questions FILE or --data FILE")
     # On the CPU in float32, where and how the teacher answers: the prompts need the model
-    # loaded (its context length), and the answers then use these same weights.
+    # loaded (its context length), and the answers then use these same weights, merged with
+    # the adapter, so they stay plain (packed weights cannot be merged into).
     generator = load_generator(ws, DEFAULT_GENERATOR, [f"model={teacher.model}", "device=cpu",
-                                                       "dtype=float32"], adapter=teacher.adapter)
+                                                       "dtype=float32", "packed=false"],
+                               adapter=teacher.adapter)
     searcher = Searcher(ws)
     prompts = [{"prompt": prepare(ws, q.text, generator, searcher=searcher).prompt.text,
                 "question": q.text} for q in found]
