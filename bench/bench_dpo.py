@@ -123,8 +123,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.child:
         return child(a.child, a.data, a.model, a.steps, a.out, a.option)
-    import tempfile
-    tmp = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
+    from _common import temp_folder
+    tmp = temp_folder("bench-dpo-")          # removed at exit
     pairs, model = build_pairs(a.pairs, a.home or tmp / "home")
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))

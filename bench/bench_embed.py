@@ -21,11 +21,10 @@ import argparse
 import os
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from _common import finish, say
+from _common import finish, say, temp_folder
 from bench_retrieval import paragraph_chunks, parse_limits
 from retrieval_corpora import CORPUS_NAMES, build_corpora
 from retrieval_metrics import paired_difference, query_scores, summarize, to_documents
@@ -113,7 +112,7 @@ def main() -> None:
     if "torch" not in names or any(b not in BACKENDS for b in names):
         raise SystemExit(f"--backends: torch plus any of {', '.join(BACKENDS)}")
     torch.set_num_threads(args.threads)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ragloop-embed-"))
+    workdir = args.workdir or temp_folder("ragloop-embed-")   # removed at exit
     workdir.mkdir(parents=True, exist_ok=True)
     corpora = build_corpora(workdir, [c for c in args.corpora.split(",") if c],
                             parse_limits(args.limit), args.seed, say)

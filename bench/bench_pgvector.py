@@ -41,7 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import finish, say
+from _common import finish, say, temp_folder
 from bench_retrieval import ragloop_index
 from retrieval_corpora import CORPUS_NAMES, build_corpora
 from retrieval_metrics import bootstrap, query_scores, to_documents
@@ -348,7 +348,7 @@ def load_pgvector(url, data, args):
     config = build_config(PgvectorStore.Config, [f"url={url}", "table=scale", "index=none",
                                                  f"m={args.m}",
                                                  f"ef_construction={args.ef_construction}"])
-    store = PgvectorStore(config, Path(tempfile.mkdtemp()), DIM)
+    store = PgvectorStore(config, temp_folder(), DIM)
     conn = store.conn
     conn.add_notice_handler(lambda d: say(f"  postgres: {d.message_primary}"))
     conn.execute(f"alter table {store.t} alter column tsv set default ''::tsvector")
