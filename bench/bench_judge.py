@@ -16,11 +16,16 @@ Two sets of pairs, so the judge is not tuned to one corpus:
   answer sharing most words with the question; candidates: the model's greedy answer given
   the right entry and its answer given a wrong entry of the same FAQ. The judge sees both
   entries as the passages (in a seeded order, each answer's citations renumbered to match).
+- `loop` (with `--workspace HOME --questions FILE`): the answers a workspace already holds,
+  say a `bench/bench_loop.py --candidates best-of-16` workspace: every answer of the base
+  model to each question of FILE (JSONL with `question` and `answer`), with the passages it
+  was given. Nothing is generated.
 
 Answers are cached under --cache (default /tmp/ragloop-bench-judge), keyed by model and
 settings, so a rerun only judges. Generation batches the samples of one prompt.
 
     nice -n 10 python bench/bench_judge.py [--limit 60] [--faq 40] [--samples 4]
+                                           [--workspace HOME --questions FILE]
                                            [--json out.json]
 """
 
@@ -198,6 +203,38 @@ def faq_items(args, model_holder) -> list[dict]:
     return items
 
 
+def workspace_items(home: Path, questions: Path) -> list[dict]:
+    from ragloop.core.workspace import Workspace
+    references = {}
+    for line in questions.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("answer"):
+                references[row["question"]] = row["answer"]
+    db = Workspace(home).db
+    chunks = {}
+    items: dict[str, dict] = {}
+    rows = db.execute("SELECT q.text, c.text, c.chunk_ids_json, c.params_json FROM candidates c "
+                      "JOIN questions q ON q.id = c.question_id WHERE c.adapter IS NULL "
+                      "ORDER BY c.id").fetchall()
+    for question, text, chunk_ids, params in rows:
+        if question not in references:
+            continue
+        ids = json.loads(chunk_ids)
+        for i in ids:
+            if i not in chunks:
+                chunks[i] = db.execute("SELECT text FROM chunks WHERE id = ?", [i]).fetchone()[0]
+        item = items.setdefault(question, {"question": question, "reference": references[question],
+                                           "passages": [chunks[i] for i in ids], "answers": []})
+        if [chunks[i] for i in ids] != item["passages"]:
+            continue        # answered from other passages (another k or index): not comparable
+        stop = json.loads(params or "{}").get("stop")
+        item["answers"].append({"text": text, "cut_off": stop == "length"})
+    say(f"loop: {sum(len(i['answers']) for i in items.values())} answers to {len(items)} "
+        f"questions from {home}")
+    return list(items.values())
+
+
 class _Hit:
     def __init__(self, text: str):
         self.text = text
@@ -296,14 +333,22 @@ def main() -> None:
                         help="judge only the questions whose answers are cached; generate none")
     parser.add_argument("--new-options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="options of the new judge (as -o rater.KEY=VALUE)")
+    parser.add_argument("--workspace", type=Path,
+                        help="also judge the base model's answers this workspace holds")
+    parser.add_argument("--questions", type=Path,
+                        help="with --workspace: JSONL questions with reference answers")
     parser.add_argument("--json", type=Path, help="save the numbers here")
     args = parser.parse_args()
+    if bool(args.workspace) != bool(args.questions):
+        parser.error("--workspace and --questions go together")
     holder = ModelHolder(args.cache)
     sets = {}
     if args.limit:
         sets["examples"] = example_items(args, holder)
     if args.faq:
         sets["faq"] = faq_items(args, holder)
+    if args.workspace:
+        sets["loop"] = workspace_items(args.workspace, args.questions)
     from ragloop.core.config import build_config
     judges = {"old": load_old_judge(),
               "new": new_judge.JudgeRater(build_config(new_judge.JudgeRater.Config,

@@ -147,7 +147,7 @@ def test_eval_writes_report_png_and_metrics_and_stores_auditable_comparisons(rat
                            [folder.name]))
     assert len(stored) == 2
     for row in stored:
-        assert (row["rater"], row["rater_id"]) == ("judge", "judge@2")
+        assert (row["rater"], row["rater_id"]) == ("judge", "judge@3")
         assert row["a_adapter"] is None and row["b_adapter"].startswith("a@")
         assert row["left_candidate"] in (row["candidate_a"], row["candidate_b"])
 

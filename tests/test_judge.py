@@ -67,6 +67,24 @@ def test_an_answer_cut_off_mid_sentence_loses_to_a_finished_one():
     assert not score(cut, PASSAGES, QUESTION, cut_off=False).cut_off
 
 
+def test_the_unfinished_sentence_of_a_cut_answer_is_not_judged():
+    quoted = ("Ferrule is released under the Mozilla Public License 2.0 (MPL-2.0). It was "
+              "started in 2019 and since version 7")
+    whole = score(quoted, PASSAGES, QUESTION, cut_off=False)
+    cut = score(quoted, PASSAGES, QUESTION, cut_off=True)
+    assert whole.unsupported == ("7",)
+    assert cut.cut_off and cut.unsupported == ()
+    # Scored on its finished sentence, less the cut-off penalty.
+    finished = score("Ferrule is released under the Mozilla Public License 2.0 (MPL-2.0).",
+                     PASSAGES, QUESTION)
+    assert cut.total == round(finished.total - 0.1, 6)
+    # It beats a finished answer that names the wrong license.
+    assert judge(quoted, UNGROUNDED, cut_off=(True, False)).choice == "a"
+    # With no finished sentence there is nothing to keep: the whole text is judged.
+    fragment = "Ferrule is released under the Mozilla Public License 2.0 and version 7"
+    assert score(fragment, PASSAGES, QUESTION, cut_off=True).unsupported == ("7",)
+
+
 def test_close_scores_are_a_tie():
     assert judge(GROUNDED, GROUNDED).choice == "tie"
     assert judge("BSD, from Oracle.", "Apache, from Google.").choice == "tie"  # both unsupported

@@ -77,7 +77,7 @@ def test_judge_session_stores_questions_candidates_and_comparisons(indexed, qfil
     assert [(n, q) for n, _, q in saved] == [("1", QUESTIONS[0]), ("2", QUESTIONS[1]),
                                              ("3", QUESTIONS[2])]
     assert {c for _, c, _ in saved} <= {"a", "b", "tie", "both-bad"}
-    assert "Rating 3 of 3 questions as judge@2." in result.stderr
+    assert "Rating 3 of 3 questions as judge@3." in result.stderr
     d = db(ragloop_home)
     questions = {r["id"]: r for r in d["questions"].rows}
     assert sorted(q["text"] for q in questions.values()) == sorted(QUESTIONS)
@@ -87,7 +87,7 @@ def test_judge_session_stores_questions_candidates_and_comparisons(indexed, qfil
     comparisons = list(d["comparisons"].rows)
     assert len(comparisons) == 3 and len({c["session"] for c in comparisons}) == 1
     for c in comparisons:
-        assert (c["rater"], c["rater_id"]) == ("judge", "judge@2")
+        assert (c["rater"], c["rater_id"]) == ("judge", "judge@3")
         assert c["left_candidate"] in (c["candidate_a"], c["candidate_b"])
         a, b = d["candidates"].get(c["candidate_a"]), d["candidates"].get(c["candidate_b"])
         question = questions[c["question_id"]]["text"]
@@ -124,20 +124,20 @@ def test_loading_and_generating_are_told_on_stderr_when_it_is_not_a_terminal(
 def test_resume_rates_only_what_is_left_and_shares_candidates_between_raters(
         indexed, qfile, ragloop_home):
     first = judge("--questions", str(qfile), "-n", "1")
-    assert "1 rated this session as judge@2" in first.stderr
+    assert "1 rated this session as judge@3" in first.stderr
     assert "Run the same command to continue." in first.stderr
     again = judge("--questions", str(qfile))
-    assert "Rating 2 of 3 questions as judge@2 (1 already rated)." in again.stderr
+    assert "Rating 2 of 3 questions as judge@3 (1 already rated)." in again.stderr
     assert [line.split("  ", 1)[1] for line in again.stdout.splitlines()] == QUESTIONS[1:]
     assert counts(ragloop_home)["comparisons"] == 3
     done = judge("--questions", str(qfile))
-    assert done.stdout == "All 3 questions are already rated by judge@2; nothing to do.\n"
+    assert done.stdout == "All 3 questions are already rated by judge@3; nothing to do.\n"
     # Another rater id rates the same pairs: no new candidates, three shared items.
     judge("--questions", str(qfile), "--rater-id", "judge-b")
     assert counts(ragloop_home)["candidates"] == 6
     shared = db(ragloop_home).execute(
         "select count(*) from comparisons x join comparisons y on x.candidate_a = y.candidate_a "
-        "and x.candidate_b = y.candidate_b where x.rater_id = 'judge@2' and "
+        "and x.candidate_b = y.candidate_b where x.rater_id = 'judge@3' and "
         "y.rater_id = 'judge-b'").fetchone()[0]
     assert shared == 3
 

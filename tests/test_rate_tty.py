@@ -167,10 +167,10 @@ def test_questions_typed_at_the_prompt(tmp_path, workspace):
     child.expect_exact("Saved 1: ")
     child.expect_exact("Question (Enter to stop): ")
     child.send(QUESTIONS[0] + "\r")
-    child.expect_exact("Already rated by judge@2.")
+    child.expect_exact("Already rated by judge@3.")
     child.expect_exact("Question (Enter to stop): ")
     child.send("\r")
-    child.expect_exact("1 rated this session as judge@2")
+    child.expect_exact("1 rated this session as judge@3")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0

@@ -101,10 +101,19 @@ def generate(answer: Answer, generator, *, temperature: float = 0.0, seed: int |
                                     temperature=temperature, seed=seed):
         pieces.append(piece)
         yield piece
-    answer.text = "".join(pieces)
+    record_generation(answer, "".join(pieces), getattr(generator, "last_generation", None),
+                      temperature=temperature, seed=seed,
+                      seconds=round(time.perf_counter() - started, 4))
+
+
+def record_generation(answer: Answer, text: str, record: dict | None, *, temperature: float,
+                      seed: int | None, seconds: float) -> None:
+    """Puts a generated text and how it was made (the sampling settings, the generator's
+    record of the call, its time) on the answer, as its logged row and pair row show them."""
+    answer.text = text
     answer.params.update(temperature=temperature, seed=seed)
-    answer.params.update(getattr(generator, "last_generation", {}) or {})
-    answer.timings["generate_s"] = round(time.perf_counter() - started, 4)
+    answer.params.update(record or {})
+    answer.timings["generate_s"] = seconds
 
 
 def log_ask(ws, answer: Answer, generator, generator_name: str, adapter: str | None,

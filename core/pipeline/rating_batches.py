@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ragloop.core.ids import new_id
+from ragloop.core.pipeline.ask import record_generation
 from ragloop.core.pipeline.rating import SAMPLE
 from ragloop.core.pipeline.rating_claims import PAIR
 from ragloop.core.pipeline.rating_questions import Question
@@ -34,9 +35,12 @@ class Ahead:
         self.covered: set[str] = set()
 
     def before(self, question: Question) -> None:
-        if question.hash in self.covered or question not in self.questions:
+        if question.hash in self.covered:
             return
-        at = self.questions.index(question)
+        try:
+            at = self.questions.index(question)
+        except ValueError:
+            return
         window = self.questions[at:at + batch_size(self.session)]
         self.covered.update(q.hash for q in window)
         if len(window) > 1:
@@ -107,10 +111,9 @@ def _rows(session, group: list[Question]) -> list[list[dict]]:
         seconds = round(time.perf_counter() - started, 4)
         records = getattr(gen, "last_generations", None) or [{} for _ in answers]
         for i, (answer, text, record) in enumerate(zip(answers, texts, records)):
-            answer.text = text
-            answer.params.update(temperature=temperature, seed=seed)
-            answer.params.update(record)
-            answer.timings["generate_s"] = seconds          # the batch's, shared
+            # The batch's time, shared by its answers.
+            record_generation(answer, text, record, temperature=temperature, seed=seed,
+                              seconds=seconds)
             rows[i].append(session._candidate_row(answer, gen, adapter_id, pair_ids[i], slot,
                                                   {"batched": len(group)}))
     return rows

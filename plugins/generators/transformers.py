@@ -5,6 +5,7 @@ stream piece by piece (plugins/hf/stream.py)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import time
@@ -425,9 +426,15 @@ def shared_prompt_cache(model, requests, device):
 def cache_keyword(model) -> str:
     """transformers 5.24 renamed `past_key_values` to `cache` (the old name warns); earlier
     releases know only the old one."""
-    import inspect
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters \
+    return _forward_cache_keyword(type(base))
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_cache_keyword(model_class) -> str:
+    # Once per model class: reading a signature costs more than the lookup.
+    import inspect
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters \
         else "past_key_values"
 
 

@@ -17,7 +17,9 @@ Each answer gets a score:
   - unsupported  `unsupported` (0.1) per name, number or identifier that is in no passage
                  and not in the question, at most 0.5
   - repetition   the share of repeated word 3-grams                             0..1
-  - cut off      0.15 when generation hit the token limit mid-sentence
+  - cut off      0.1 when generation hit the token limit mid-sentence; the unfinished
+                 last sentence is left out of everything above, since the limit, not the
+                 model, ended it
 An empty answer, one without words, or one that is mostly a loop is garbage and loses to any
 other; two garbage answers are 'both-bad'; scores within `margin` are a 'tie'. The pair is
 judged in both orders (a, b) and (b, a); when the two verdicts disagree, it is a tie.
@@ -31,12 +33,13 @@ from dataclasses import dataclass, field
 from ragloop.core import CITATION, Comparison, Rater, Verdict, citations, hookimpl
 from ragloop.plugins.raters.judge_support import Semantic, unsupported
 
-VERSION = "2"          # change it whenever a heuristic changes: it is part of the rater id
+VERSION = "3"          # change it whenever a heuristic changes: it is part of the rater id
 MARGIN = 0.05
 CITATION_BONUS = 0.15
 INVALID_PENALTY, INVALID_CAP = 0.25, 0.75
 UNSUPPORTED_PENALTY, UNSUPPORTED_CAP = 0.1, 0.5
-CUT_OFF_PENALTY = 0.15
+# Twice the tie margin: of two answers otherwise alike, the finished one wins.
+CUT_OFF_PENALTY = 0.1
 LOOP = 0.8             # this share of repeated 3-grams makes an answer garbage
 # Cosine (all-MiniLM-L6-v2) between an answer sentence and a passage sentence mapped to
 # support: at or below LOW nothing, at or above HIGH full; paraphrases of one fact score
@@ -58,6 +61,7 @@ your yours yes source sources answer question according passage passages cite ci
 WORD = re.compile(r"[a-z0-9]+")
 URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+FINISHED = re.compile(r"[.!?](?=\s)|\n")
 CLOSERS = "\"')]}*`»” \t\n"
 
 
@@ -172,11 +176,22 @@ def ends_a_sentence(text: str) -> bool:
     return text.endswith((".", "!", "?", ":", ";"))
 
 
+def finished_part(text: str) -> str:
+    """The text up to the end of its last finished sentence; all of it when none ends."""
+    ends = list(FINISHED.finditer(text))
+    return text[:ends[-1].end()] if ends else text
+
+
 def score(answer: str, passages: list[str], question: str = "", cut_off: bool = False, *,
           semantic: Semantic | None = None, weights: list[float] | None = None,
           unsupported_penalty: float = UNSUPPORTED_PENALTY) -> Score:
     if not re.search(r"[^\W\d_]{2,}", answer):
         return Score(total=-1.0, garbage=True)
+    truncated = cut_off and not ends_a_sentence(answer)
+    if truncated and re.search(r"[^\W\d_]{2,}", finished_part(answer)):
+        # Half a sentence states nothing yet: a name or number it was about to qualify is not
+        # a claim, and answers that quote more of a passage are the ones the limit cuts.
+        answer = finished_part(answer)
     rep = repetition(answer)
     if rep >= LOOP:
         return Score(total=-1.0, repetition=rep, garbage=True)
@@ -187,7 +202,6 @@ def score(answer: str, passages: list[str], question: str = "", cut_off: bool = 
         weights = passage_weights(passages, question, semantic)
     sup = support(answer, passages, question, semantic, weights)
     missing = tuple(unsupported(URL.sub(" ", CITATION.sub(" ", answer)), passages, question))
-    truncated = cut_off and not ends_a_sentence(answer)
     total = (sup + (CITATION_BONUS if valid else 0.0)
              - min(INVALID_PENALTY * invalid, INVALID_CAP) - rep
              - min(unsupported_penalty * len(missing), UNSUPPORTED_CAP)
