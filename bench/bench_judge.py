@@ -224,9 +224,10 @@ def workspace_items(home: Path, questions: Path) -> list[dict]:
         for i in ids:
             if i not in chunks:
                 chunks[i] = db.execute("SELECT text FROM chunks WHERE id = ?", [i]).fetchone()[0]
+        passages = [chunks[i] for i in ids]
         item = items.setdefault(question, {"question": question, "reference": references[question],
-                                           "passages": [chunks[i] for i in ids], "answers": []})
-        if [chunks[i] for i in ids] != item["passages"]:
+                                           "passages": passages, "answers": []})
+        if passages != item["passages"]:
             continue        # answered from other passages (another k or index): not comparable
         stop = json.loads(params or "{}").get("stop")
         item["answers"].append({"text": text, "cut_off": stop == "length"})

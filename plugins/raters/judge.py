@@ -62,6 +62,7 @@ WORD = re.compile(r"[a-z0-9]+")
 URL = re.compile(r"(?:https?://|www\.)\S+", re.I)
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 FINISHED = re.compile(r"[.!?](?=\s)|\n")
+HAS_WORD = re.compile(r"[^\W\d_]{2,}")      # a text without one is garbage
 CLOSERS = "\"')]}*`»” \t\n"
 
 
@@ -185,13 +186,15 @@ def finished_part(text: str) -> str:
 def score(answer: str, passages: list[str], question: str = "", cut_off: bool = False, *,
           semantic: Semantic | None = None, weights: list[float] | None = None,
           unsupported_penalty: float = UNSUPPORTED_PENALTY) -> Score:
-    if not re.search(r"[^\W\d_]{2,}", answer):
+    if not HAS_WORD.search(answer):
         return Score(total=-1.0, garbage=True)
     truncated = cut_off and not ends_a_sentence(answer)
-    if truncated and re.search(r"[^\W\d_]{2,}", finished_part(answer)):
+    if truncated:
         # Half a sentence states nothing yet: a name or number it was about to qualify is not
         # a claim, and answers that quote more of a passage are the ones the limit cuts.
-        answer = finished_part(answer)
+        head = finished_part(answer)
+        if HAS_WORD.search(head):
+            answer = head
     rep = repetition(answer)
     if rep >= LOOP:
         return Score(total=-1.0, repetition=rep, garbage=True)
