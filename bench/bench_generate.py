@@ -27,9 +27,10 @@ put together by core/prompt.make_messages as `ask` does.
         [--save FILE] [--no-rss] [--threads N] [--correctness N]
         [--correctness-tokens 256]
 
-Variants are GENERATOR:SETTING: transformers:fp32, transformers:plain (float32 with
-`-o packed=false`), transformers:METHOD (a compressor, e.g.
-torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
+Variants are GENERATOR:SETTING: transformers:fp32 (float32, one token per step:
+`-o lookup=0`), transformers:lookup (float32 with prompt-lookup decoding, the default),
+transformers:plain (float32 with `-o packed=false -o lookup=0`), transformers:METHOD (a
+compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
 float32 transformers; a batch of 4 candidates >= 2x one after another; agreement >= torchao
 int8-dynamic's.
 """
@@ -54,7 +55,8 @@ from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.pipeline.prompt import make_messages
 from ragloop.core.workspace import Workspace
 
-VARIANTS = ["transformers:fp32", "transformers:plain", "transformers:torchao-int8-dynamic",
+VARIANTS = ["transformers:fp32", "transformers:lookup", "transformers:plain",
+            "transformers:torchao-int8-dynamic",
             "onnx-genai:fp32", "onnx-genai:int8", "onnx-genai:int4"]
 REFERENCE = "transformers:fp32"
 
@@ -115,9 +117,13 @@ def load(ws: Workspace, variant: str, batch: int):
     compress = None
     if name == "onnx-genai":
         options.append(f"precision={setting}")
+    elif setting == "lookup":               # the default: float32 with prompt-lookup decoding
+        pass
     elif setting == "plain":                # float32 without the oneDNN-packed weights
-        options.append("packed=false")
-    elif setting != "fp32":
+        options += ["packed=false", "lookup=0"]
+    elif setting == "fp32":                 # the reference: one token per step
+        options.append("lookup=0")
+    else:
         compress = setting
     gen = load_generator(ws, name, options, compress=compress)
     started = time.perf_counter()
