@@ -53,3 +53,32 @@ def test_scoring_needs_a_reward_adapter(tmp_path, ragloop_home):
         *tiny(), "--name", "s")
     with pytest.raises(RagloopError, match="not a reward model"):
         load_reward_model(Workspace(ragloop_home), "s")
+
+
+def test_reward_early_stopping_stops_when_the_held_out_loss_stops_improving(tmp_path,
+                                                                           ragloop_home):
+    # A step size this small leaves the held-out loss exactly where it was.
+    data = write(tmp_path / "pairs.jsonl", "pairs", 8)
+    out = run("train", "--method", "reward", "--data", data, "--early-stopping", "1",
+              "--eval-split", "0.25", "--save-steps", "1", "--max-steps", "6", "--lr", "1e-12",
+              "-o", "max_length=64", *tiny(), "--json").stdout
+    metrics = json.loads(out)["metrics"]
+    assert metrics["global_step"] == 2 and metrics["stopped_early"] is True
+    assert metrics["steps_this_run"] == 2 and metrics["best_eval_loss"] > 0
+
+
+def test_a_resumed_reward_run_counts_only_its_own_steps(tmp_path, ragloop_home):
+    import pytest
+    from test_train_resume import OPTIONS, SETTINGS, Stop, stop_after_checkpoint_2
+
+    from ragloop.core.pipeline.training import TrainSettings, prepare_training, run_training
+    ws = Workspace(ragloop_home)
+    data = write(tmp_path / "pairs.jsonl", "pairs")
+    job = prepare_training(ws, method="reward", data=data, options=OPTIONS,
+                           settings=TrainSettings(**SETTINGS), name="rm")
+    with pytest.raises(Stop):
+        run_training(ws, job, listeners=[stop_after_checkpoint_2])
+    run("train", "--resume", job.run_id)
+    record = json.loads((job.run_dir / "run.json").read_text())
+    assert record["status"] == "succeeded"
+    assert (record["metrics"]["global_step"], record["metrics"]["steps_this_run"]) == (4, 2)

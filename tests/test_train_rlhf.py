@@ -37,3 +37,13 @@ def test_rlhf_without_a_reward_model_is_one_line(tmp_path, ragloop_home):
     one_line_error(run("train", "--method", "rlhf", "--data", data, "-o", "reward_adapter=nope",
                        *tiny(), ok=False), "no reward adapter 'nope'")
     nothing_written(ragloop_home)
+
+
+def test_rlhf_refuses_early_stopping_it_could_not_do(tmp_path, ragloop_home):
+    train_reward(tmp_path, steps=1)
+    data = write(tmp_path / "more.jsonl", "pairs", 10)    # enough rows for the held-out split
+    one_line_error(run("train", "--method", "rlhf", "--data", data, "--early-stopping", "2",
+                       "-o", "reward_adapter=rm", *tiny(), ok=False),
+                   "rlhf has no held-out loss to stop on (it scores new answers instead); "
+                   "leave out --early-stopping")
+    assert not (ragloop_home / "adapters" / "policy").exists()

@@ -19,11 +19,13 @@ from ragloop.plugins.hf.loader import load_sequence_classifier
 from ragloop.plugins.training.trl_base import (
     TrlMethod,
     TrlOptions,
+    early_stopping_callbacks,
     fit,
     load_tokenizer,
     phase,
     prepare_dataset,
     progress_callback,
+    resumed_step,
     tokenizing,
     training_args,
 )
@@ -75,13 +77,17 @@ class Reward(TrlMethod):
         with library_warnings_hidden():
             try:
                 trainer = RewardTrainer(
-                    model=model, args=args, processing_class=tokenizer, callbacks=[progress_callback(job)],
+                    model=model, args=args, processing_class=tokenizer,
+                    callbacks=[progress_callback(job), *early_stopping_callbacks(job)],
                     train_dataset=prepare_dataset(self, job.dataset, tokenizer),
                     eval_dataset=prepare_dataset(self, job.eval_dataset, tokenizer), peft_config=peft)
             except ValueError as exc:
                 raise RagloopError(f"reward: {short_error(exc, 300)}") from None
+            start = resumed_step(job)
             metrics = fit(trainer, job)
-        metrics.setdefault("steps_this_run", metrics["global_step"])
+        metrics["steps_this_run"] = trainer.state.global_step - start
+        if trainer.state.best_metric is not None:
+            metrics["best_eval_loss"] = trainer.state.best_metric
         if job.data.eval:
             scores = trainer.evaluate()
             metrics.update({k: v for k, v in scores.items() if k in ("eval_accuracy", "eval_loss",

@@ -26,6 +26,7 @@ from ragloop.plugins.training.trl_base import (
     phase,
     prepare_dataset,
     progress_callback,
+    resumed_step,
     training_args,
 )
 
@@ -85,6 +86,9 @@ class RLHF(TrlMethod):
                                f"-o reward_adapter=NAME")
         self.reward_meta = self._reward_meta()
         check_base(self.reward_meta, job.base_model_id)
+        if job.settings.early_stopping is not None:
+            raise RagloopError("rlhf has no held-out loss to stop on (it scores new answers "
+                               "instead); leave out --early-stopping")
         super().check(job)
         if job.data.eval:
             job.notes.append("rlhf ignores the held-out split: it scores new answers instead")
@@ -151,12 +155,13 @@ class RLHF(TrlMethod):
                                   peft_config=None if s.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"rlhf: {short_error(exc, 300)}") from None
+            start = resumed_step(job)
             metrics = fit(trainer, job)
         rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
         if rewards:
             metrics.update(first_reward=rewards[0], final_reward=rewards[-1])
         metrics.update(global_step=trainer.state.global_step, prompts=len(rows),
-                       steps_this_run=trainer.state.global_step)
+                       steps_this_run=trainer.state.global_step - start)
         return metrics
 
 

@@ -327,11 +327,28 @@ def load_base(job):
     return model
 
 
+def early_stopping_callbacks(job) -> list:
+    """The callback that ends training once the held-out loss has not improved for
+    `--early-stopping` evaluations (none without the option)."""
+    if job.settings.early_stopping is None:
+        return []
+    from transformers import EarlyStoppingCallback
+    return [EarlyStoppingCallback(job.settings.early_stopping)]
+
+
+def resumed_step(job) -> int:
+    """The step a resumed run starts from (its checkpoint's), 0 for a new run: the steps
+    this run took are the trainer's last step less this."""
+    if not job.resume_from:
+        return 0
+    state = Path(job.resume_from, "trainer_state.json").read_text(encoding="utf-8")
+    return json.loads(state).get("global_step", 0)
+
+
 def run(method: TrlMethod, job) -> dict:
     quiet_transformers()                      # torchao and torch's notes about it included
     logging.getLogger("trl").setLevel(logging.ERROR)
     from datasets.utils.logging import disable_progress_bar
-    from transformers import EarlyStoppingCallback
     disable_progress_bar()
     old_tqdm = os.environ.get("TQDM_DISABLE")
     os.environ["TQDM_DISABLE"] = "1"     # TRL's reference log-prob pass draws its own bar
@@ -342,9 +359,7 @@ def run(method: TrlMethod, job) -> dict:
             tokenizer = load_tokenizer(job.base_model)
             args = config_cls(**training_args(job), **method.method_args(job))
             model = load_base(job)
-            callbacks = [progress_callback(job)]
-            if job.settings.early_stopping is not None:
-                callbacks.append(EarlyStoppingCallback(job.settings.early_stopping))
+            callbacks = [progress_callback(job), *early_stopping_callbacks(job)]
             phase(job, tokenizing(job))
             try:
                 trainer = counted(trainer_cls, job)(
@@ -354,10 +369,7 @@ def run(method: TrlMethod, job) -> dict:
                     peft_config=None if job.settings.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"{job.method}: {short_error(exc, 300)}") from None
-            start = 0
-            if job.resume_from:
-                state = Path(job.resume_from, "trainer_state.json").read_text(encoding="utf-8")
-                start = json.loads(state).get("global_step", 0)
+            start = resumed_step(job)
             metrics = fit(trainer, job)
     finally:
         if old_tqdm is None:
