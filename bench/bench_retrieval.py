@@ -150,10 +150,29 @@ def fusion_grid(ws, corpus: Corpus, depth: int) -> dict[str, list[list[str]]]:
             variants = {f"weighted {w}": weighted(lists, w) for w in GRID_WEIGHTS}
             variants.update({f"rrf k={k}": rrf(lists, k) for k in GRID_RRF_K})
             variants.update({f"zscore {w}": zscore(lists, w) for w in GRID_WEIGHTS})
+            if c == 50:
+                base = variants["weighted 0.7"]
+                paths = {h.chunk_id: h.path for h in searcher.hits(base)}
+                for beta in GRID_DOC_BETA:
+                    variants[f"weighted 0.7 + doc {beta}"] = document_evidence(
+                        base, paths, beta)
             for name, ranked in variants.items():
                 out.setdefault(f"grid {name}, {c} candidates", []).append(
                     to_documents(Path(h.path).name for h in searcher.hits(ranked[:depth])))
     return out
+
+
+GRID_DOC_BETA = (0.05, 0.1, 0.2, 0.3)
+
+
+def document_evidence(ranked, paths: dict[int, str], beta: float):
+    """Each chunk's fused score plus `beta` times the scores of the other candidates from
+    its document: a document matched by several chunks moves up."""
+    totals: dict[str, float] = {}
+    for chunk_id, score in ranked:
+        totals[paths[chunk_id]] = totals.get(paths[chunk_id], 0.0) + score
+    rescored = [(cid, s + beta * (totals[paths[cid]] - s)) for cid, s in ranked]
+    return sorted(rescored, key=lambda kv: -kv[1])
 
 
 # ---- the plain baselines -----------------------------------------------------------------

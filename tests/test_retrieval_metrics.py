@@ -106,6 +106,15 @@ def test_naive_rrf():
     assert bench_retrieval.rrf([[1, 2, 3], [3, 2]]) == [3, 2, 1]
 
 
+def test_document_evidence_lifts_a_document_matched_by_several_chunks():
+    ranked = [(1, 0.9), (2, 0.8), (3, 0.5)]
+    paths = {1: "a.md", 2: "b.md", 3: "b.md"}
+    assert bench_retrieval.document_evidence(ranked, paths, 0.0) == ranked
+    lifted = bench_retrieval.document_evidence(ranked, paths, 0.3)
+    assert [c for c, _ in lifted] == [2, 1, 3]
+    assert lifted[0][1] == pytest.approx(0.8 + 0.3 * 0.5)
+
+
 # ---- man pages ---------------------------------------------------------------------------
 
 RENDERED = """\
