@@ -30,9 +30,9 @@ put together by core/prompt.make_messages as `ask` does.
 Variants are GENERATOR:SETTING: transformers:fp32 (float32, one token per step:
 `-o lookup=0`), transformers:lookup (float32 with prompt-lookup decoding, the default),
 transformers:plain (float32 with `-o packed=false -o lookup=0`), transformers:METHOD (a
-compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one stream >= 3x
-float32 transformers; a batch of 4 candidates >= 2x one after another; agreement >= torchao
-int8-dynamic's.
+compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one
+stream >= 3x float32 transformers; a batch of 4 candidates >= 2x one after another;
+agreement >= torchao int8-dynamic's.
 """
 
 from __future__ import annotations

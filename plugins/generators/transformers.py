@@ -363,7 +363,7 @@ class TransformersGenerator(Generator):
         """Prompt-lookup decoding for one greedy stream: an answer grounded in passages
         copies runs of them, and checking N copied tokens in one step reads the weights
         once for all N. The check keeps only what greedy decoding picks, so the answers
-        stay the same (24 of 24 measured, docs/generation.md). Sampling would
+        stay the same (12 of 12 in bench_generate, docs/generation.md). Sampling would
         draw differently from a seed than it did, and with --compress the N-token step
         costs as much as N single ones (measured: no gain), so both go without."""
         n = self.config.lookup
