@@ -41,7 +41,7 @@ from ragloop.plugins.hf.stream import stream_generate
 # Beyond this, a CPU spends minutes on one prompt; models advertising 128k rarely need it here.
 DEFAULT_CONTEXT_CAP = 8192
 TOP_P = 0.95                     # nucleus sampling when temperature > 0
-LOOKUP_NGRAM = 2                 # words matched to find a prompt run to copy (measured best)
+LOOKUP_NGRAM = 2                 # tokens matched to find a prompt run to copy (measured best)
 
 
 def model_identity(folder, workspace=None) -> str:
@@ -87,7 +87,7 @@ class TransformersConfig:
                 "own matmul."})
     lookup: int = field(default=5, metadata={
         "help": "Greedy answers: propose up to N next tokens copied from the prompt where "
-                "its last words recur there (prompt-lookup decoding) and check them in one "
+                "its last tokens recur there (prompt-lookup decoding) and check them in one "
                 "step. The same answers, ~1.3x faster on RAG prompts (docs/generation.md); "
                 "0 turns it off. Not used for sampled answers, batches, or a model "
                 "quantized with --compress."})
