@@ -25,7 +25,6 @@ from ragloop.plugins.training.trl_base import (
     phase,
     prepare_dataset,
     progress_callback,
-    resumed_step,
     tokenizing,
     training_args,
 )
@@ -83,11 +82,7 @@ class Reward(TrlMethod):
                     eval_dataset=prepare_dataset(self, job.eval_dataset, tokenizer), peft_config=peft)
             except ValueError as exc:
                 raise RagloopError(f"reward: {short_error(exc, 300)}") from None
-            start = resumed_step(job)
             metrics = fit(trainer, job)
-        metrics["steps_this_run"] = trainer.state.global_step - start
-        if trainer.state.best_metric is not None:
-            metrics["best_eval_loss"] = trainer.state.best_metric
         if job.data.eval:
             scores = trainer.evaluate()
             metrics.update({k: v for k, v in scores.items() if k in ("eval_accuracy", "eval_loss",

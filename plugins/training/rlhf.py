@@ -26,7 +26,6 @@ from ragloop.plugins.training.trl_base import (
     phase,
     prepare_dataset,
     progress_callback,
-    resumed_step,
     training_args,
 )
 
@@ -155,13 +154,11 @@ class RLHF(TrlMethod):
                                   peft_config=None if s.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"rlhf: {short_error(exc, 300)}") from None
-            start = resumed_step(job)
             metrics = fit(trainer, job)
         rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
         if rewards:
             metrics.update(first_reward=rewards[0], final_reward=rewards[-1])
-        metrics.update(global_step=trainer.state.global_step, prompts=len(rows),
-                       steps_this_run=trainer.state.global_step - start)
+        metrics["prompts"] = len(rows)
         return metrics
 
 

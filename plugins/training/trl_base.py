@@ -184,6 +184,7 @@ def fit(trainer, job) -> dict:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     for quiet in (PrinterCallback, ProgressCallback):    # ragloop draws its own progress
         trainer.remove_callback(quiet)
+    start = _resumed_step(job)
     if job.resume_from and _finished(job.resume_from):
         _load_finished(trainer, job.resume_from)
         job.emit("begin", step=trainer.state.global_step, max_steps=trainer.state.max_steps)
@@ -195,7 +196,11 @@ def fit(trainer, job) -> dict:
     trainer.save_model(str(job.save_dir))
     # The pickled TrainingArguments belong with checkpoints, not with an adapter.
     (job.save_dir / "training_args.bin").unlink(missing_ok=True)
-    metrics.update(global_step=trainer.state.global_step, **_early_stopping(trainer, job))
+    metrics.update(global_step=trainer.state.global_step,
+                   steps_this_run=trainer.state.global_step - start,
+                   **_early_stopping(trainer, job))
+    if trainer.state.best_metric is not None:
+        metrics["best_eval_loss"] = trainer.state.best_metric
     return metrics
 
 
@@ -336,7 +341,7 @@ def early_stopping_callbacks(job) -> list:
     return [EarlyStoppingCallback(job.settings.early_stopping)]
 
 
-def resumed_step(job) -> int:
+def _resumed_step(job) -> int:
     """The step a resumed run starts from (its checkpoint's), 0 for a new run: the steps
     this run took are the trainer's last step less this."""
     if not job.resume_from:
@@ -369,14 +374,10 @@ def run(method: TrlMethod, job) -> dict:
                     peft_config=None if job.settings.full else lora_config(job))
             except ValueError as exc:
                 raise RagloopError(f"{job.method}: {short_error(exc, 300)}") from None
-            start = resumed_step(job)
             metrics = fit(trainer, job)
     finally:
         if old_tqdm is None:
             os.environ.pop("TQDM_DISABLE", None)
         else:
             os.environ["TQDM_DISABLE"] = old_tqdm
-    metrics.update(steps_this_run=trainer.state.global_step - start)
-    if trainer.state.best_metric is not None:
-        metrics["best_eval_loss"] = trainer.state.best_metric
     return metrics
