@@ -39,6 +39,7 @@ def test_greedy_answers_are_those_of_one_token_per_step():
     assert on_record["lookup"] == 5 and "lookup" not in off_record
     assert plain.generate_many([MESSAGES], max_new_tokens=16) == \
         lookup.generate_many([MESSAGES], max_new_tokens=16)
+    assert lookup.last_generations[0]["lookup"] == 5 and "lookup" not in plain.last_generations[0]
 
 
 def test_sampled_answers_and_batches_do_not_look_up():

@@ -350,8 +350,7 @@ class TransformersGenerator(Generator):
                     "eos" if new and new[-1] in eos else "length")
             self.last_generation = {"seed": seed, **answer_record(
                 temperature, max_new_tokens, len(prompt_ids), len(new), stop, seconds,
-                first=first or seconds), **self._provenance(),
-                **({"lookup": self.config.lookup} if lookup else {})}
+                first=first or seconds), **self._provenance(), **lookup_record(lookup)}
 
     def _request(self, conversations, max_new_tokens: int, temperature: float):
         return fit_requests(self, conversations, max_new_tokens, temperature)
@@ -402,8 +401,8 @@ class TransformersGenerator(Generator):
         model, tokenizer = self.model, self.tokenizer
         eos = self._eos_ids()
         decoding = self._decoding(eos, temperature)
-        if len(requests) == 1:
-            decoding.update(self._lookup(temperature > 0))
+        lookup = self._lookup(temperature > 0) if len(requests) == 1 else {}
+        decoding.update(lookup)
         pad = decoding["pad_token_id"]
         width = max(len(ids) for ids, _ in requests)
         max_new = max(room for _, room in requests)
@@ -428,8 +427,13 @@ class TransformersGenerator(Generator):
                     break
             done.append((tokenizer.decode(new, skip_special_tokens=True), {
                 **answer_record(temperature, room, len(ids), len(new), stop, seconds),
-                **self._provenance()}))
+                **self._provenance(), **lookup_record(lookup)}))
         return done
+
+
+def lookup_record(lookup: dict) -> dict:
+    """What an answer's record says of the prompt-lookup decoding it was made with."""
+    return {"lookup": lookup["prompt_lookup_num_tokens"]} if lookup else {}
 
 
 def shared_prompt_cache(model, requests, device):
