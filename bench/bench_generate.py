@@ -10,8 +10,8 @@ machine load hits every variant alike. Reported per variant:
   `rate` and best-of-N ask, one after another against one `generate_many` call;
 - agreement with float32 transformers: greedy answers equal as a whole, and the share of
   float32's text reproduced before the first difference;
-- export and load time (an onnx-genai export is made once per workspace, model, adapter and
-  precision: the first run times it) and peak RSS, each variant in a child process;
+- export and load time (an onnx-genai or openvino export is made once per workspace, model,
+  adapter and precision: the first run times it) and peak RSS, each variant in a child process;
 - with `--correctness N`: reference containment (the `correctness` evaluator's check) of
   each variant's greedy answers to N questions that carry a reference answer, and its
   difference from float32 transformers with a paired bootstrap 95% interval (issue 16: a
@@ -30,7 +30,9 @@ put together by core/prompt.make_messages as `ask` does.
 Variants are GENERATOR:SETTING: transformers:fp32 (float32, one token per step:
 `-o lookup=0`), transformers:lookup (float32 with prompt-lookup decoding, the default),
 transformers:plain (float32 with `-o packed=false -o lookup=0`), transformers:METHOD (a
-compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4. Targets (issue 16): one
+compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4, openvino:fp16|int8|int4
+(prompt lookup on, the runtime's own arithmetic) and openvino:fp16-f32 (float32
+arithmetic). Targets (issue 16): one
 stream >= 3x float32 transformers; a batch of 4 candidates >= 2x one after another;
 agreement >= torchao int8-dynamic's.
 """
@@ -57,7 +59,8 @@ from ragloop.core.workspace import Workspace
 
 VARIANTS = ["transformers:fp32", "transformers:lookup", "transformers:plain",
             "transformers:torchao-int8-dynamic",
-            "onnx-genai:fp32", "onnx-genai:int8", "onnx-genai:int4"]
+            "onnx-genai:fp32", "onnx-genai:int8", "onnx-genai:int4",
+            "openvino:fp16", "openvino:int8", "openvino:int4", "openvino:fp16-f32"]
 REFERENCE = "transformers:fp32"
 
 
@@ -117,6 +120,9 @@ def load(ws: Workspace, variant: str, batch: int):
     compress = None
     if name == "onnx-genai":
         options.append(f"precision={setting}")
+    elif name == "openvino":                # fp16-f32: float32 arithmetic (-o compute=f32)
+        precision, _, compute = setting.partition("-")
+        options += [f"precision={precision}", f"compute={compute or 'auto'}"]
     elif setting == "lookup":               # the default: float32 with prompt-lookup decoding
         pass
     elif setting == "plain":                # float32 without the oneDNN-packed weights

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "ragloop.plugins.embedders.sentence_transformers",
     "ragloop.plugins.generators.transformers",
     "ragloop.plugins.generators.onnx_genai",
+    "ragloop.plugins.generators.openvino",
     "ragloop.plugins.prompts.default",
     "ragloop.plugins.prompts.few_shot",
     "ragloop.plugins.raters.human",

@@ -7,40 +7,36 @@ the decoder with its fused attention and KV cache, int4/int8 weights as MatMulNB
 progress, and its peak memory (the whole model, twice) is given back when it ends.
 
     export_key(model_id, adapter_id, precision)  -> what the export depends on
-    export_folder(workspace, key)                -> where that export is kept
     ensure_export(source, adapter, folder, key, ...) -> its record, exported now if need be
 
-The folder's name holds a digest of the key (base model, adapter fingerprint, precision,
-recipe and library versions), so a new adapter or upgraded library gets a new export and a
-changed one is never reused. It is written into a temporary folder and swapped into place
-complete (core/workspace.py atomic_folder): an interrupted export leaves nothing, and a folder
-whose record does not match its key is exported again, not half-used.
+Where exports are kept, and why one is never half-used: export_cache.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
-from ragloop.core import RagloopError, atomic_folder
-from ragloop.plugins.hf.common import library_warnings_hidden, quiet_transformers, short_error
-from ragloop.plugins.hf.gguf import models_cache_dir
-from ragloop.plugins.hf.loader import load_causal_lm
+from ragloop.core import RagloopError
+from ragloop.plugins.generators.export_cache import (  # noqa: F401  (RECORD, read_record, say)
+    RECORD,
+    export_folder,
+    merged_model,
+    read_record,
+    say,
+)
+from ragloop.plugins.generators.export_cache import ensure_export as cached_export
 
 PRECISIONS = ("int4", "int8", "fp32")
 EXTRA = "onnx-genai"
 # Modules the extra installs: the runtime, and what its model builder imports.
 MODULES = {"onnxruntime_genai": "onnxruntime-genai", "onnx_ir": "onnx-ir", "onnx": "onnx"}
 RECIPE = 1           # bumped when the export steps change, so older exports are not reused
-EXPORTS_DIR = "generator-exports"
-RECORD = "ragloop-export.json"
 CONFIG = "genai_config.json"
 
 
@@ -80,81 +76,16 @@ def export_key(model_id: str, adapter_id: str | None, precision: str) -> dict:
             "precision": precision, "versions": _versions()}
 
 
-def export_folder(workspace, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", key["model"].split("@")[0])[:40]
-    return models_cache_dir(workspace) / EXPORTS_DIR / f"{slug}-{key['precision']}-{digest}"
-
-
-def read_record(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def ensure_export(source: str, adapter: Path | None, folder: Path, key: dict, *,
                   eos: list[int], pad: int, what: str) -> dict:
-    """The export's record, exporting into `folder` first when it holds none for `key`. A
-    failed export is recorded too (`failed`: why), so later runs do not try again with the
-    same libraries. `what` names the model in the progress line."""
-    record = read_record(folder)
-    if record is not None and record.get("key") == key:
-        return record
-    # A line, not a spinner: the command's own "Loading the model" spinner is already live,
-    # and keeps turning while this runs.
-    say(f"exporting {what} to ONNX Runtime GenAI {key['precision']} (once per model, "
-        f"adapter and precision; about a minute) ...")
-    started = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_folder(folder) as tmp:
-        try:
-            model_dir = _merged(source, adapter, tmp / "merged") if adapter else Path(source)
-            _build(model_dir, tmp, key["precision"])
-            _configure(tmp, eos, pad)
-            _smoke_test(tmp)
-            record = {"key": key, "seconds": round(time.perf_counter() - started, 1)}
-        except (KeyboardInterrupt, RagloopError):
-            raise
-        except Exception as exc:            # the builder's or the runtime's own refusal
-            for p in tmp.iterdir():
-                _remove(p)
-            record = {"key": key, "failed": short_error(exc, 200)}
-        for leftover in ("merged", "cache"):
-            _remove(tmp / leftover)
-        (tmp / RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
-    if "failed" not in record:
-        say(f"exported in {record['seconds']:.0f}s to {folder}")
-    return record
-
-
-def say(text: str) -> None:
-    """One plain line on stderr (paths and brackets are not rich markup)."""
-    from ragloop.core import stderr
-    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def _remove(path: Path) -> None:
-    import shutil
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
-
-
-def _merged(source: str, adapter: Path, out: Path) -> Path:
-    """The base with the adapter merged in, in float32, as a model folder for the builder."""
-    quiet_transformers()
-    from transformers import AutoTokenizer
-    try:
-        model = load_causal_lm(source, adapter=adapter, merge=True, dtype="float32")
-    except Exception as exc:
-        raise RagloopError(f"cannot apply adapter {adapter} to {source} ({short_error(exc)}); "
-                           f"was it trained on this model?") from None
-    with library_warnings_hidden():
-        model.save_pretrained(out, safe_serialization=True)
-        AutoTokenizer.from_pretrained(source).save_pretrained(out)
-    return out
+    """The export's record, exporting into `folder` first when it holds none for `key`
+    (export_cache.ensure_export: a failed export is recorded too)."""
+    def build(tmp: Path) -> None:
+        model_dir = merged_model(source, adapter, tmp / "merged") if adapter else Path(source)
+        _build(model_dir, tmp, key["precision"])
+        _configure(tmp, eos, pad)
+        _smoke_test(tmp)
+    return cached_export(folder, key, what=what, runtime="ONNX Runtime GenAI", build=build)
 
 
 class ExportFailed(Exception):
