@@ -61,7 +61,8 @@ def test_fp16_export_answers_as_transformers_and_streams(shared):
     assert gen.count_tokens("the capital") == reference.count_tokens("the capital")
     assert gen.model_id == reference.model_id and gen.checkpoint() == reference.checkpoint()
     assert gen.export.parent == shared[0].models_dir / "generator-exports"
-    assert (gen.export / "model.gguf").is_file()
+    assert (gen.export / "openvino_model.xml").is_file()
+    assert not (gen.export / "model.gguf").exists()         # read once, not needed after
 
 
 def test_lookup_and_batches_change_no_greedy_answer(shared):
@@ -109,7 +110,7 @@ def test_int8_is_smaller_and_close_and_a_damaged_export_is_made_again(shared):
     assert sum(prefix_share(w, g) for w, g in zip(want, got)) / len(want) > 0.25
     fp16 = ov(shared)
     fp16.context_length  # noqa: B018  (loads: the export the first test made)
-    size = {p: (folder / "model.gguf").stat().st_size
+    size = {p: (folder / "openvino_model.bin").stat().st_size
             for p, folder in (("int8", gen.export), ("fp16", fp16.export))}
     assert size["int8"] < 0.7 * size["fp16"]
     # A record from another version (or a torn one) is never used: the export is made again.

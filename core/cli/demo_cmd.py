@@ -157,6 +157,9 @@ def summary(r, seconds: float) -> str:
               default=ROOT / "examples" / "corpus", help="Folder to index.")
 @click.option("--questions-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=ROOT / "examples" / "questions.jsonl", help="Questions (JSONL or lines).")
+@click.option("--generator", default="transformers", show_default=True,
+              help="Generator plugin that answers (e.g. openvino: faster on a CPU, "
+                   "docs/generation.md).")
 @click.option("--quiet", is_flag=True, help="No progress, only the summary.")
 @click.option("--home", "demo_home_option", metavar="DIR",
               type=click.Path(file_okay=False, path_type=str),
@@ -165,7 +168,7 @@ def summary(r, seconds: float) -> str:
 @options_option
 @click.pass_context
 def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, seed, rater, corpus,
-         questions_file, quiet, demo_home_option, options):
+         questions_file, generator, quiet, demo_home_option, options):
     """Run the whole loop on the example corpus, offline, in a fresh workspace.
 
     Indexes the corpus, answers training questions twice and has the judge rate the
@@ -185,7 +188,8 @@ def demo(ctx, questions, held_out, max_steps, eval_split, max_new_tokens, k, see
     if rater == "human":
         raise RagloopError("the demo rates on its own; rate yourself afterwards with `ragloop rate`")
     settings = DemoSettings(Path(home), questions, held_out, max_steps, max_new_tokens, k, seed,
-                            rater, corpus, questions_file, tuple(options), eval_split)
+                            rater, corpus, questions_file, tuple(options), eval_split,
+                            generator)
     started = time.perf_counter()
     with progress_bar(quiet) as bars:
         result = run_demo(settings, BarsUI(bars, quiet))

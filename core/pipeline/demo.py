@@ -45,6 +45,7 @@ class DemoSettings:
     questions_file: Path = ROOT / "examples" / "questions.jsonl"
     options: tuple[str, ...] = ()       # embedder.KEY=VALUE, generator.KEY=VALUE
     eval_split: float = 0.25            # rated pairs kept from training for the reward check
+    generator: str = "transformers"     # the generator plugin that answers, base and adapter
 
     def __post_init__(self):
         for name in ("questions", "max_steps", "max_new_tokens", "k"):
@@ -175,7 +176,7 @@ def _rate(ws, s, ui, result, train_qs, held_qs):
     ui.phase(f"Answering {len(train_qs)} questions twice and rating the answers ({s.rater})")
     rater = load_rater(s.rater, ws)
     session = Session(ws, rater, s.rater, rater.default_rater_id(),
-                      Settings(k=s.k, max_new_tokens=s.max_new_tokens,
+                      Settings(k=s.k, max_new_tokens=s.max_new_tokens, generator=s.generator,
                                generator_options=tuple(s.parts["generator"])))
     session.status = ui.status          # says "Loading the model" while open() loads it
     session.open()
@@ -232,7 +233,8 @@ def _evaluate(ws, s, ui, result, train_qs, held_qs):
     held = _held_file(ws, held_qs)
     context = prepare_eval(ws, EvalSettings(
         adapter=result.adapter, questions=str(held), rater=s.rater, limit=0, k=s.k,
-        max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"])))
+        max_new_tokens=s.max_new_tokens, generator=s.generator,
+        options=tuple(s.parts["generator"])))
     context.progress = ui.track
     with ui.status("Evaluating"):      # the evaluators load their models before counting
         evaluated = run_eval(context)
@@ -250,7 +252,8 @@ def _few_shot(ws, s, ui, result, train_qs, held_qs):
              f"held-out questions (base model)")
     context = prepare_eval(ws, EvalSettings(
         questions=str(_held_file(ws, held_qs)), rater=s.rater, limit=0, k=s.k,
-        max_new_tokens=s.max_new_tokens, options=tuple(s.parts["generator"]),
+        max_new_tokens=s.max_new_tokens, generator=s.generator,
+        options=tuple(s.parts["generator"]),
         evaluators=("correctness", "winrate"), prompt="few-shot", baseline_prompt="default"))
     context.progress = ui.track
     with ui.status("Evaluating"):

@@ -3,7 +3,7 @@ per base model, adapter fingerprint, settings and library versions, kept in the 
 models folder, never half-used.
 
     export_folder(workspace, key)                 -> where the export for `key` is kept
-    ensure_export(folder, key, what, runtime, build) -> its record, exported now if need be
+    ensure_export(folder, key, ...)               -> its record, exported now if need be
     merged_model(source, adapter, out)            -> base + adapter as one float32 folder
 
 The folder's name holds a digest of the key, so a new adapter or upgraded library gets a new
@@ -46,18 +46,19 @@ def read_record(folder: Path) -> dict | None:
 
 
 def ensure_export(folder: Path, key: dict, *, what: str, runtime: str,
-                  build: Callable[[Path], None]) -> dict:
+                  build: Callable[[Path], None], takes: str) -> dict:
     """The export's record, running `build(tmp)` into a fresh folder first when `folder`
     holds none for `key`. A failed export (anything `build` raises but a RagloopError or
     Ctrl-C) is recorded too (`failed`: why), so later runs do not try again with the same
-    libraries. `what` names the model and `runtime` the target in the progress lines."""
+    libraries. `what` names the model, `runtime` the target and `takes` how long it takes in
+    the progress lines."""
     record = read_record(folder)
     if record is not None and record.get("key") == key:
         return record
     # A line, not a spinner: the command's own "Loading the model" spinner is already live,
     # and keeps turning while this runs.
     say(f"exporting {what} to {runtime} {key['precision']} (once per model, adapter and "
-        f"precision; about a minute) ...")
+        f"precision; {takes}) ...")
     started = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_folder(folder) as tmp:

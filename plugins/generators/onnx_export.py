@@ -85,7 +85,8 @@ def ensure_export(source: str, adapter: Path | None, folder: Path, key: dict, *,
         _build(model_dir, tmp, key["precision"])
         _configure(tmp, eos, pad)
         _smoke_test(tmp)
-    return cached_export(folder, key, what=what, runtime="ONNX Runtime GenAI", build=build)
+    return cached_export(folder, key, what=what, runtime="ONNX Runtime GenAI", build=build,
+                         takes="about a minute")
 
 
 class ExportFailed(Exception):
