@@ -366,3 +366,35 @@ def test_reward_scores_a_half_precision_generator_with_a_float32_copy(ragloop_ho
         with half.disable_adapter():
             base = half(input_ids=ids).logits
     assert not torch.allclose(base, full(input_ids=ids).logits, atol=1e-4)
+
+
+def test_reward_scores_a_generator_on_another_runtime_with_a_float32_copy(ragloop_home):
+    """A generator that runs an export (openvino) has no torch model: the evaluator loads
+    base + adapter from the checkpoint the export came from."""
+    from types import SimpleNamespace
+
+    import torch
+    from peft import PeftModel
+
+    from ragloop.plugins.evaluators.reward import scoring_model
+    from ragloop.plugins.generators.openvino import OpenvinoConfig, OpenvinoGenerator
+    from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
+    make_adapter(ragloop_home)
+    ws = Workspace(ragloop_home)
+    path = str(ws.adapters_dir / "a")
+    exported = [OpenvinoGenerator(OpenvinoConfig(model=str(tiny_causal_lm()), adapter=adapter),
+                                  workspace=ws) for adapter in (None, path)]
+    model, tokenizer = scoring_model(SimpleNamespace(generators=lambda: exported,
+                                                     adapter={"path": path}))
+    reference, _ = scoring_model(SimpleNamespace(generators=lambda: [
+        TransformersGenerator(TransformersConfig(model=str(tiny_causal_lm()), adapter=a,
+                                                 device="cpu")) for a in (None, path)],
+        adapter={"path": path}))
+    assert isinstance(model, PeftModel) and {p.dtype for p in model.parameters()} == {
+        torch.float32}
+    assert tokenizer("the capital")["input_ids"] == exported[0].hf.tokenizer(
+        "the capital")["input_ids"]
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    with torch.inference_mode():
+        torch.testing.assert_close(model(input_ids=ids).logits, reference(input_ids=ids).logits)
+    assert not any(g.export for g in exported)           # nothing was exported to score

@@ -116,23 +116,30 @@ def reward_metrics(chosen: list[float], rejected: list[float]) -> dict:
 
 def scoring_model(context):
     """(PeftModel in float32 on the CPU, tokenizer): the adapter generator's own model when
-    it already is one, else a copy loaded for scoring; None when the generator is not a
-    transformers model."""
+    it already is one, else a copy loaded for scoring (also for a generator on another
+    runtime, `onnx-genai` or `openvino`, whose export came from the same checkpoint); None
+    when the generator names no checkpoint to load."""
     import torch
     base_gen, adapter_gen = context.generators()
     model = getattr(adapter_gen, "model", None)
     # Generator.checkpoint(): None for a generator with no weights of its own to load.
     checkpoint = getattr(base_gen, "checkpoint", lambda: None)()
-    if not (hasattr(model, "disable_adapter") and checkpoint):
+    if not checkpoint:
         return None
-    p = next(model.parameters())
-    if p.dtype == torch.float32 and p.device.type == "cpu":
-        return model, adapter_gen.tokenizer
-    # A GPU or half-precision generator: rewards are differences of large sums, so they are
-    # scored in float32, on the CPU for results that do not depend on the device.
+    if hasattr(model, "disable_adapter"):
+        p = next(model.parameters())
+        if p.dtype == torch.float32 and p.device.type == "cpu":
+            return model, adapter_gen.tokenizer
+        tokenizer = adapter_gen.tokenizer
+    else:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    # A GPU, half-precision or other runtime's generator: rewards are differences of large
+    # sums, so they are scored in float32, on the CPU for results that do not depend on the
+    # device.
     loaded = load_causal_lm(checkpoint, adapter=context.adapter["path"],
                             dtype="float32", device="cpu")
-    return loaded.eval(), adapter_gen.tokenizer
+    return loaded.eval(), tokenizer
 
 
 class RewardEvaluator(Evaluator):
