@@ -28,7 +28,7 @@ with its interval. The evals' own comparisons get their own rater id, and traini
 only the rounds' rater ids, so no held-out question is ever trained on.
 
     nice -n 10 .venv/bin/python bench/bench_loop.py [--limit 16] [--held 16] [--steps 12] [--lr X]
-        [--rater judge|reference] [--rounds 2] [--variant contained]
+        [--rater judge|reference] [--rounds 2] [--variant contained] [--generator NAME]
 
 On a quiet 2-core CPU the defaults take about 20 minutes; `--limit`, `--held`, `--steps`,
 `--rounds 1`, `--no-few-shot` and `--candidates sample` make it smaller. On a machine busy
@@ -71,7 +71,8 @@ def save(report: dict, path: Path | None) -> None:
 def evaluate(report: dict, name: str, home: Path, held: Path, args, *what) -> dict:
     out = phase(report, name, home, "eval", *what, "--questions", held, "--evaluators",
                 "correctness,winrate", "-n", 0, "-k", args.k, "--max-new-tokens",
-                args.max_new_tokens, "--rater-id", EVAL_RATER, "--json")
+                args.max_new_tokens, "--rater-id", EVAL_RATER, "--generator", args.generator,
+                "--json")
     record = json.loads(out)["evaluators"]
     c, w = record["correctness"]["metrics"], record["winrate"]["metrics"]
     summary = {"containment_base": c["containment_base"], "containment": c["containment_adapter"],
@@ -92,7 +93,7 @@ def evaluate(report: dict, name: str, home: Path, held: Path, args, *what) -> di
 def rate(report: dict, name: str, home: Path, train: Path, rater_id: str, args) -> None:
     phase(report, name, home, "rate", "--questions", train, "--rater", args.rater, "--rater-id",
           rater_id, "--candidates", args.candidates, "-k", args.k, "--max-new-tokens",
-          args.max_new_tokens)
+          args.max_new_tokens, "--generator", args.generator)
 
 
 def training_only(rows: list[dict], held: set[str], what: str) -> None:
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--candidates", default="best-of-4",
                         help="rate --candidates: best-of-N or sample.")
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--generator", default="transformers",
+                        help="Generator plugin of every rate and eval (e.g. openvino).")
     parser.add_argument("-k", type=int, default=2, help="Passages per answer.")
     parser.add_argument("--seed", type=int, default=13, help="Seed of the question split.")
     parser.add_argument("--no-few-shot", action="store_true",

@@ -157,48 +157,76 @@ BLOCKED = """
 import sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] == 'onnxruntime_genai':
+        if name.split('.')[0] == sys.argv[3]:
             raise ImportError(name)
 sys.meta_path.insert(0, Block())
 from ragloop.core import RagloopError
 from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.workspace import Workspace
+chat = [{'role': 'user', 'content': 'What is the capital?'}]
 try:
-    load_generator(Workspace(sys.argv[1]), 'onnx-genai', ['model=' + sys.argv[2]]).check()
+    load_generator(Workspace(sys.argv[1]), sys.argv[4], ['model=' + sys.argv[2]]).check()
 except RagloopError as exc:
     print(exc)
+gen = load_generator(Workspace(sys.argv[1]), sys.argv[4], ['model=' + sys.argv[2],
+                                                          'fallback=true'])
+print(repr(''.join(gen.generate(chat, max_new_tokens=6))))
+print(gen.last_generation['fallback'])
 """
 
 
+def check_missing_runtime(name: str, module: str, dist: str, model, tmp_path) -> None:
+    """Generator `name` with its runtime's `module` made unimportable: a one-line error
+    naming the extra, and with fallback=true the transformers generator's answer, saying
+    why."""
+    out = subprocess.run([sys.executable, "-c", BLOCKED, str(tmp_path / "ws"), str(model),
+                          module, name], capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    message = (f"the {name} generator needs the Python package {dist!r}, which is not "
+               f"installed; install it with `pip install 'ragloop[{dist}]'`, or use "
+               f"--generator transformers")
+    assert lines[0] == message, out.stderr
+    reference = TransformersGenerator(TransformersConfig(model=str(model)))
+    want = "".join(reference.generate([{"role": "user", "content": "What is the capital?"}],
+                                      max_new_tokens=6))
+    assert lines[1] == repr(want) and lines[2] == message
+    assert "answering with the transformers generator (fallback=true)" in out.stderr
+
+
 def test_a_missing_runtime_names_the_extra(shared, tmp_path):
-    out = subprocess.run([sys.executable, "-c", BLOCKED, str(tmp_path / "ws"), str(shared[1])],
-                         capture_output=True, text=True)
-    assert out.stdout.strip() == (
-        "the onnx-genai generator needs the Python package 'onnxruntime-genai', which is not "
-        "installed; install it with `pip install 'ragloop[onnx-genai]'`, or use "
-        "--generator transformers"), out.stderr
+    check_missing_runtime("onnx-genai", "onnxruntime_genai", "onnx-genai", shared[1], tmp_path)
 
 
-def test_an_adapter_of_another_base_is_refused(shared, tmp_path):
+def check_adapter_of_another_base_refused(name: str, shared, tmp_path) -> None:
     other = make_tiny_causal_lm(tmp_path / "other", seed=3, hidden=64)
     adapter = make_adapter(other, tmp_path / "lora")
     (adapter / "ragloop-adapter.json").write_text(json.dumps(
         {"name": "lora", "kind": "lora", "base_model_id": "llama@000000000000"}))
     with pytest.raises(RagloopError, match="was trained on llama@000000000000, not on llama@"):
-        load_generator(shared[0], "onnx-genai", [f"model={shared[1]}"], adapter=str(adapter))
+        load_generator(shared[0], name, [f"model={shared[1]}"], adapter=str(adapter))
 
 
-def test_ask_with_the_generator_logs_runtime_and_precision(shared, tmp_path):
+def test_an_adapter_of_another_base_is_refused(shared, tmp_path):
+    check_adapter_of_another_base_refused("onnx-genai", shared, tmp_path)
+
+
+def ask_params(name: str, shared, tmp_path, *options: str) -> dict:
+    """`ragloop ask --generator NAME` in the shared workspace: the parameters it logged."""
     ws, model = shared
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# Capital\n\nParis is the capital of France.\n")
     home = ["--home", str(ws.home)]
     run(*home, "index", docs, "-o", f"embedder.model={tiny_embedder()}")
-    out = run(*home, "ask", "What is the capital?", "--generator", "onnx-genai", "-o",
-              f"model={model}", "-o", "precision=fp32", "--max-new-tokens", "6").stdout
+    extra = [arg for option in options for arg in ("-o", option)]
+    out = run(*home, "ask", "What is the capital?", "--generator", name, "-o",
+              f"model={model}", *extra, "--max-new-tokens", "6").stdout
     assert "Sources:" in out
     row = list(ws.db.query("select * from asks order by created_at desc limit 1"))[0]
-    params = json.loads(row["params_json"])
-    assert row["generator"] == "onnx-genai" and params["precision"] == "fp32"
-    assert params["runtime"].startswith("onnxruntime-genai")
+    assert row["generator"] == name
+    return json.loads(row["params_json"])
+
+
+def test_ask_with_the_generator_logs_runtime_and_precision(shared, tmp_path):
+    params = ask_params("onnx-genai", shared, tmp_path, "precision=fp32")
+    assert params["precision"] == "fp32" and params["runtime"].startswith("onnxruntime-genai")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -25,6 +26,7 @@ from ragloop.plugins.generators.transformers import (
     DEFAULT_CONTEXT_CAP,
     TransformersConfig,
     TransformersGenerator,
+    check_sizes,
     end_ids,
     fit_requests,
     render_chat,
@@ -35,6 +37,30 @@ from ragloop.plugins.hf.common import (
     short_error,
     token_encoder,
 )
+from ragloop.plugins.hf.gguf import PACKAGED_MODEL
+
+
+@dataclass
+class ExportedConfig:
+    """The options every exported generator has; a subclass adds its runtime's."""
+    model: str = field(default=PACKAGED_MODEL, metadata={
+        "help": f"{PACKAGED_MODEL} (packaged GGUF, converted once into the workspace) or a "
+                f"local transformers model folder; exported once per adapter and precision."})
+    adapter: str | None = field(default=None, metadata={
+        "help": "A PEFT (LoRA) adapter, merged in before the export: a folder, or a name in "
+                "the workspace's adapters."})
+    context_length: int = field(default=0, metadata={
+        "help": f"Tokens of context to use; 0 = the model's own, at most {DEFAULT_CONTEXT_CAP}."})
+    batch_size: int = field(default=8, metadata={
+        "help": "Conversations generated together by generate_many; 1 = one after another."})
+    fallback: bool = field(default=False, metadata={
+        "help": "When the runtime is missing or the export fails, answer with the "
+                "transformers generator (saying why) instead of stopping."})
+
+    def __post_init__(self):
+        if not self.model.strip():
+            raise ValueError("model is empty; give a folder")
+        check_sizes(self)
 
 
 class ExportedGenerator(Generator):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from ragloop.core import hookimpl
-from ragloop.plugins.generators.exported import ExportedGenerator
+from ragloop.plugins.generators.exported import ExportedConfig, ExportedGenerator
 from ragloop.plugins.generators.onnx_export import (
     EXTRA,
     ensure_export,
@@ -26,9 +26,7 @@ from ragloop.plugins.generators.onnx_export import (
     runtime_version,
 )
 from ragloop.plugins.generators.transformers import (
-    DEFAULT_CONTEXT_CAP,
     answer_record,
-    check_sizes,
     in_batches,
     sampling,
     sampling_options,
@@ -37,28 +35,10 @@ from ragloop.plugins.hf.gguf import PACKAGED_MODEL
 
 
 @dataclass
-class OnnxGenaiConfig:
-    model: str = field(default=PACKAGED_MODEL, metadata={
-        "help": f"{PACKAGED_MODEL} (packaged GGUF, converted once into the workspace) or a "
-                f"local transformers model folder; exported once per adapter and precision."})
-    adapter: str | None = field(default=None, metadata={
-        "help": "A PEFT (LoRA) adapter, merged in before the export: a folder, or a name in "
-                "the workspace's adapters."})
+class OnnxGenaiConfig(ExportedConfig):
     precision: Literal["int8", "int4", "fp32"] = field(default="int8", metadata={
         "help": "Weights of the export: int8 (default: ~float32's answers, faster), int4 "
                 "(fastest, answers drift), fp32 (float32's answers)."})
-    context_length: int = field(default=0, metadata={
-        "help": f"Tokens of context to use; 0 = the model's own, at most {DEFAULT_CONTEXT_CAP}."})
-    batch_size: int = field(default=8, metadata={
-        "help": "Conversations generated together by generate_many; 1 = one after another."})
-    fallback: bool = field(default=False, metadata={
-        "help": "When the runtime is missing or the export fails, answer with the "
-                "transformers generator (saying why) instead of stopping."})
-
-    def __post_init__(self):
-        if not self.model.strip():
-            raise ValueError("model is empty; give a folder")
-        check_sizes(self)
 
 
 class OnnxGenaiGenerator(ExportedGenerator):
