@@ -175,7 +175,8 @@ print(gen.last_generation['fallback'])
 """
 
 
-def check_missing_runtime(name: str, module: str, dist: str, model, tmp_path) -> None:
+def check_missing_runtime(name: str, module: str, dist: str, extra: str, model,
+                          tmp_path) -> None:
     """Generator `name` with its runtime's `module` made unimportable: a one-line error
     naming the extra, and with fallback=true the transformers generator's answer, saying
     why."""
@@ -183,7 +184,7 @@ def check_missing_runtime(name: str, module: str, dist: str, model, tmp_path) ->
                           module, name], capture_output=True, text=True)
     lines = out.stdout.splitlines()
     message = (f"the {name} generator needs the Python package {dist!r}, which is not "
-               f"installed; install it with `pip install 'ragloop[{dist}]'`, or use "
+               f"installed; install it with `pip install 'ragloop[{extra}]'`, or use "
                f"--generator transformers")
     assert lines[0] == message, out.stderr
     reference = TransformersGenerator(TransformersConfig(model=str(model)))
@@ -194,7 +195,8 @@ def check_missing_runtime(name: str, module: str, dist: str, model, tmp_path) ->
 
 
 def test_a_missing_runtime_names_the_extra(shared, tmp_path):
-    check_missing_runtime("onnx-genai", "onnxruntime_genai", "onnx-genai", shared[1], tmp_path)
+    check_missing_runtime("onnx-genai", "onnxruntime_genai", "onnxruntime-genai", "onnx-genai",
+                          shared[1], tmp_path)
 
 
 def check_adapter_of_another_base_refused(name: str, shared, tmp_path) -> None:

@@ -164,7 +164,8 @@ def test_a_model_the_file_cannot_hold_is_refused_before_anything_is_written(
 
 
 def test_a_missing_runtime_names_the_extra_and_falls_back_only_when_asked(shared, tmp_path):
-    check_missing_runtime("openvino", "openvino_genai", "openvino-genai", shared[1], tmp_path)
+    check_missing_runtime("openvino", "openvino_genai", "openvino-genai", "openvino-genai",
+                          shared[1], tmp_path)
 
 
 def test_an_adapter_of_another_base_is_refused(shared, tmp_path):
