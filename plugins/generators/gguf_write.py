@@ -36,6 +36,8 @@ class Unsupported(Exception):
 
 def write_gguf(folder: Path, path: Path, precision: str) -> None:
     import gguf
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     check_config(config)
     tokenizer = _tokenizer_metadata(folder)

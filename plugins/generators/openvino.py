@@ -17,6 +17,7 @@ seed. Prompts, identity, the export cache and fallback are shared with `onnx-gen
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -29,7 +30,6 @@ from ragloop.core import RagloopError, hookimpl
 from ragloop.plugins.generators.export_cache import ensure_export, merged_model
 from ragloop.plugins.generators.exported import ExportedConfig, ExportedGenerator
 from ragloop.plugins.generators.gguf_write import (
-    PRECISIONS,
     Unsupported,
     check_config,
     refusal,
@@ -86,12 +86,12 @@ class OpenvinoConfig(ExportedConfig):
                 f"local llama-architecture transformers folder; written once per adapter and "
                 f"precision."})
     precision: Literal["fp16", "int8", "int4"] = field(default="fp16", metadata={
-        "help": "Weights of the export: fp16 (default: float32's answers, fast), int8 "
+        "help": "Weights of the export: fp16 (default: nearly float32's answers), int8 "
                 "(Q8_0: a little faster, answers drift more), int4 (Q4_0: drift most)."})
     compute: Literal["auto", "f32"] = field(default="auto", metadata={
         "help": "auto: the runtime's choice for the CPU (bfloat16 arithmetic and an 8-bit KV "
                 "cache where the CPU has bfloat16 units); f32: float32 throughout, the "
-                "answers of float32 transformers, ~1.5x slower."})
+                "answers of float32 transformers, ~1.4x slower."})
     lookup: int = field(default=5, metadata={
         "help": "Propose up to N next tokens copied from the prompt and check them in one "
                 "step (OpenVINO GenAI's prompt lookup); 0 turns it off."})
@@ -123,7 +123,6 @@ class OpenvinoGenerator(ExportedGenerator):
                 "versions": versions}
 
     def _export(self, source, adapter, folder, key, what) -> dict:
-        import json
         try:
             check_config(json.loads((Path(source) / "config.json").read_text()))
         except Unsupported as exc:
