@@ -123,23 +123,6 @@ def test_demo_closes_the_loop_with_tiny_models(tmp_path, longer_rater, monkeypat
     assert "Trained     demo-dpo (1 DPO steps" in out and (home / MARKER).exists()
 
 
-def test_demo_answers_with_the_generator_it_is_given(tmp_path, longer_rater):
-    pytest.importorskip("openvino_genai")
-    home = tmp_path / "ws"
-    out = demo(home, "--questions", 4, "--held-out", 1, "--max-steps", 1, "--max-new-tokens", 6,
-               "--rater", "longer", "--generator", "openvino", *tiny()).output
-    assert "Trained     demo-dpo (1 DPO steps" in out
-    import sqlite3
-    db = sqlite3.connect(home / "ragloop.db")
-    # Every answer: the rated pairs, base and adapter in the comparison, both prompts.
-    rows = db.execute("select generator, adapter, params_json from candidates").fetchall()
-    assert len(rows) >= 8 and {r[0] for r in rows} == {"openvino"}
-    assert {(r[1] or "").split("@")[0] for r in rows} == {"", "demo-dpo"}
-    assert all(json.loads(r[2])["runtime"].startswith("openvino-genai") for r in rows)
-    exports = list((home / "models" / "generator-exports").iterdir())
-    assert len(exports) == 2                        # the base, and the base with the adapter
-
-
 def test_demo_keeps_out_of_a_real_workspace(tmp_path):
     home = tmp_path / "mine"
     (home / "adapters" / "precious").mkdir(parents=True)

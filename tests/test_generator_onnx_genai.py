@@ -17,7 +17,7 @@ from tiny_models import make_tiny_causal_lm, tiny_embedder
 from ragloop.core.errors import RagloopError
 from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.generators.onnx_export import RECORD, read_record
+from ragloop.plugins.generators.export_cache import RECORD, read_record
 from ragloop.plugins.generators.onnx_genai import OnnxGenaiConfig, OnnxGenaiGenerator
 from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
 

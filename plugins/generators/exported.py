@@ -2,9 +2,10 @@
 generator's model, prompts and identity, an export of the model made once into the workspace
 (export_cache.py), and a fallback to the transformers generator when the user asks for one.
 
-A subclass names its runtime (`EXTRA`, `require`, `runtime_label`, `precision`) and does
-three things: `_export(source, adapter, folder, key, what)` (the export's record),
-`_open(folder)` (load the runtime on it) and the generating itself (`_stream`, `_many`).
+A subclass names its runtime (`require`, `runtime_label`, a `precision` option and
+`export_key`, what its export depends on) and does the rest: `_export(source, adapter,
+folder, key, what)` (the export's record), `_open(folder)` (load the runtime on it),
+`_provenance()` (what each answer records of it) and the generating (`_stream`, `_many`).
 
 Prompts are the transformers generator's exactly: the same tokenizer, chat template and
 token encoding, from the same model folder. `model_id` is the base model's id too, so

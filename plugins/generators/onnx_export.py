@@ -23,13 +23,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ragloop.core import RagloopError
-from ragloop.plugins.generators.export_cache import (  # noqa: F401  (RECORD, read_record, say)
-    RECORD,
-    export_folder,
-    merged_model,
-    read_record,
-    say,
-)
+from ragloop.plugins.generators.export_cache import merged_model
 from ragloop.plugins.generators.export_cache import ensure_export as cached_export
 
 PRECISIONS = ("int4", "int8", "fp32")
