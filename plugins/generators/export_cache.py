@@ -2,6 +2,7 @@
 per base model, adapter fingerprint, settings and library versions, kept in the workspace's
 models folder, never half-used.
 
+    installed_version(name)                       -> a library's version, for export keys
     export_folder(workspace, key)                 -> where the export for `key` is kept
     ensure_export(folder, key, ...)               -> its record, exported now if need be
     merged_model(source, adapter, out)            -> base + adapter as one float32 folder
@@ -19,6 +20,7 @@ import json
 import re
 import shutil
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +32,14 @@ from ragloop.plugins.hf.loader import load_causal_lm
 EXPORTS_DIR = "generator-exports"
 RECORD = "ragloop-export.json"
 LEFTOVERS = ("merged", "cache")       # scratch a build may leave in its folder
+
+
+def installed_version(name: str) -> str:
+    """The installed version of distribution `name`, or "none"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "none"
 
 
 def export_folder(workspace, key: dict) -> Path:

@@ -19,11 +19,10 @@ import os
 import re
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 
 from ragloop.core import RagloopError
-from ragloop.plugins.generators.export_cache import merged_model
+from ragloop.plugins.generators.export_cache import installed_version, merged_model
 from ragloop.plugins.generators.export_cache import ensure_export as cached_export
 
 PRECISIONS = ("int4", "int8", "fp32")
@@ -47,21 +46,12 @@ def require() -> None:
 
 
 def runtime_version() -> str:
-    try:
-        return metadata.version("onnxruntime-genai")
-    except metadata.PackageNotFoundError:
-        return "none"
+    return installed_version("onnxruntime-genai")
 
 
 def _versions() -> dict[str, str]:
-    found = {}
-    for name in ("onnxruntime-genai", "onnxruntime", "onnx-ir", "onnx", "transformers",
-                 "torch", "peft"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "none"
-    return found
+    return {name: installed_version(name) for name in (
+        "onnxruntime-genai", "onnxruntime", "onnx-ir", "onnx", "transformers", "torch", "peft")}
 
 
 def export_key(model_id: str, adapter_id: str | None, precision: str) -> dict:

@@ -22,12 +22,15 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Literal
 
 from ragloop.core import RagloopError, hookimpl
-from ragloop.plugins.generators.export_cache import ensure_export, merged_model
+from ragloop.plugins.generators.export_cache import (
+    ensure_export,
+    installed_version,
+    merged_model,
+)
 from ragloop.plugins.generators.exported import ExportedConfig, ExportedGenerator
 from ragloop.plugins.generators.gguf_write import (
     Unsupported,
@@ -39,6 +42,7 @@ from ragloop.plugins.generators.transformers import (
     LOOKUP_NGRAM,
     TOP_P,
     answer_record,
+    in_batches,
     sampling,
 )
 from ragloop.plugins.hf.gguf import PACKAGED_MODEL
@@ -62,13 +66,6 @@ def require() -> None:
             f"the openvino generator needs the Python package 'openvino-genai', which is not "
             f"installed; install it with `pip install 'ragloop[{EXTRA}]'`, or use "
             f"--generator transformers") from None
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "none"
 
 
 def _cpu_kv_cache() -> dict:
@@ -116,7 +113,7 @@ class OpenvinoGenerator(ExportedGenerator):
         self._runtime = None                # the loaded ContinuousBatchingPipeline
 
     def export_key(self) -> dict:
-        versions = {name: _version(name) for name in (
+        versions = {name: installed_version(name) for name in (
             "openvino", "openvino-genai", "gguf", "transformers", "torch", "peft")}
         return {"recipe": RECIPE, "runtime": "openvino", "model": self.model_id,
                 "adapter": self.adapter_id, "precision": self.config.precision,
@@ -172,7 +169,7 @@ class OpenvinoGenerator(ExportedGenerator):
     # ---- generating ---------------------------------------------------------------------
 
     def _provenance(self) -> dict:
-        record = {"runtime": f"openvino-genai {_version('openvino-genai')}",
+        record = {"runtime": f"openvino-genai {installed_version('openvino-genai')}",
                   "precision": self.config.precision, "compute": self.config.compute}
         if self.config.lookup > 0:
             record["lookup"] = self.config.lookup
@@ -266,27 +263,28 @@ class OpenvinoGenerator(ExportedGenerator):
         """`batch_size` answers per call of the runtime, each its own request (its own
         length, and for a sampled one its own seed: `seed + i` for conversation i), which
         the runtime schedules together; similar prompt lengths go in one call."""
-        requests = self._request(conversations, max_new_tokens, temperature)
+        requests = [(ids, room, i) for i, (ids, room) in enumerate(
+            self._request(conversations, max_new_tokens, temperature))]
         _, seed = sampling(temperature, seed)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
-        answers: list[str] = [""] * len(requests)
-        records: list[dict] = [{}] * len(requests)
-        for start in range(0, len(order), self.config.batch_size):
-            chunk = order[start:start + self.config.batch_size]
-            seeds = {i: None if seed is None else seed + i for i in chunk}
-            started = time.perf_counter()
-            results = self._runtime.generate(
-                [self._tensor(requests[i][0]) for i in chunk],
-                [self._settings(requests[i][1], temperature, seeds[i]) for i in chunk])
-            seconds = time.perf_counter() - started
-            for i, result in zip(chunk, results):
-                (ids, room), tokens = requests[i], self._until_end(result.m_generation_ids[0])
-                answers[i] = self._decode(tokens)
-                records[i] = {**answer_record(temperature, room, len(ids), len(tokens),
-                                              self._stop(tokens), seconds),
-                              **self._provenance(), "seed": seeds[i], "batch": len(chunk)}
-        self.last_generations = records
+        answers, self.last_generations = in_batches(
+            requests, self.config.batch_size, seed,
+            lambda chunk: self._batch(chunk, temperature, seed))
         return answers
+
+    def _batch(self, requests, temperature: float, seed: int | None):
+        seeds = [None if seed is None else seed + i for _, _, i in requests]
+        started = time.perf_counter()
+        results = self._runtime.generate(
+            [self._tensor(ids) for ids, _, _ in requests],
+            [self._settings(room, temperature, s) for (_, room, _), s in zip(requests, seeds)])
+        seconds = time.perf_counter() - started
+        done = []
+        for (ids, room, _), s, result in zip(requests, seeds, results):
+            tokens = self._until_end(result.m_generation_ids[0])
+            done.append((self._decode(tokens), {
+                **answer_record(temperature, room, len(ids), len(tokens), self._stop(tokens),
+                                seconds), **self._provenance(), "seed": s}))
+        return done
 
 
 @hookimpl

@@ -531,7 +531,8 @@ def answer_record(temperature: float, room: int, prompt_tokens: int, new_tokens:
 def in_batches(requests, size: int, seed: int | None, run) -> tuple[list[str], list[dict]]:
     """(answers, records) in the order of `requests`, `size` at a time through `run(chunk)`,
     which gives (text, record) per request; similar prompt lengths go together, so little
-    of a batch is padding. Each record gains the seed and its batch's size."""
+    of a batch is padding. Each record gains its batch's size, and the seed unless it names
+    its own."""
     order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
     answers: list[str] = [""] * len(requests)
     records: list[dict] = [{}] * len(requests)
@@ -539,7 +540,7 @@ def in_batches(requests, size: int, seed: int | None, run) -> tuple[list[str], l
         chunk = order[start:start + size]
         for i, (text, record) in zip(chunk, run([requests[i] for i in chunk])):
             answers[i] = text
-            records[i] = {**record, "seed": seed, "batch": len(chunk)}
+            records[i] = {**record, "seed": record.get("seed", seed), "batch": len(chunk)}
     return answers, records
 
 
