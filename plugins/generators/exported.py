@@ -76,6 +76,7 @@ class ExportedGenerator(Generator):
             context_length=self.config.context_length, batch_size=self.config.batch_size),
             workspace=workspace)
         self._opened = False
+        self._runtime = None                # what the subclass's _open loaded
         self._tokenizer = None
         self._encode_tokens = None
         self._eos: list[int] = []

@@ -49,10 +49,6 @@ class OnnxGenaiGenerator(ExportedGenerator):
     runtime_label = "ONNX Runtime GenAI"
     require = staticmethod(require)
 
-    def __init__(self, config=None, workspace=None):
-        super().__init__(config, workspace)
-        self._runtime = None                # the loaded og.Model
-
     def export_key(self) -> dict:
         return export_key(self.model_id, self.adapter_id, self.config.precision)
 

@@ -108,10 +108,6 @@ class OpenvinoGenerator(ExportedGenerator):
     runtime_label = "OpenVINO GenAI"
     require = staticmethod(require)
 
-    def __init__(self, config=None, workspace=None):
-        super().__init__(config, workspace)
-        self._runtime = None                # the loaded ContinuousBatchingPipeline
-
     def export_key(self) -> dict:
         versions = {name: installed_version(name) for name in (
             "openvino", "openvino-genai", "gguf", "transformers", "torch", "peft")}
