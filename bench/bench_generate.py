@@ -196,21 +196,25 @@ def batches(generators, messages, sizes, max_new_tokens, stats):
 
 def candidates(generators, messages, size, max_new_tokens, stats, temperature=0.7):
     """`size` sampled answers to one prompt (a rating's candidates, best-of-N), for each
-    prompt: one after another against one `generate_many` call."""
+    prompt: one after another against one `generate_many` call. Which goes first alternates
+    by prompt: a generator that keeps a read prompt (openvino's prefix cache) gives it to
+    whichever comes second."""
     for label, gen in generators.items():
         serial = together = tokens = batched = 0.0
         for i, message in enumerate(messages):
-            started = time.perf_counter()
-            for k in range(size):
-                "".join(gen.generate(message, max_new_tokens=max_new_tokens,
-                                     temperature=temperature, seed=i * size + k))
-                tokens += gen.last_generation["new_tokens"]
-            serial += time.perf_counter() - started
-            started = time.perf_counter()
-            gen.generate_many([message] * size, max_new_tokens=max_new_tokens,
-                              temperature=temperature, seed=i * size)
-            together += time.perf_counter() - started
-            batched += sum(r["new_tokens"] for r in gen.last_generations)
+            for one_by_one in (i % 2 == 0, i % 2 == 1):
+                started = time.perf_counter()
+                if one_by_one:
+                    for k in range(size):
+                        "".join(gen.generate(message, max_new_tokens=max_new_tokens,
+                                             temperature=temperature, seed=i * size + k))
+                        tokens += gen.last_generation["new_tokens"]
+                    serial += time.perf_counter() - started
+                else:
+                    gen.generate_many([message] * size, max_new_tokens=max_new_tokens,
+                                      temperature=temperature, seed=i * size)
+                    together += time.perf_counter() - started
+                    batched += sum(r["new_tokens"] for r in gen.last_generations)
         stats[label][f"cserial{size}"] = tokens / serial
         stats[label][f"cand{size}"] = batched / together
         say(f"{size} candidates per prompt: {label} done")

@@ -92,9 +92,15 @@ def test_sampled_candidates_are_drawn_together_and_repeat_with_the_seed(shared):
                                         seed=5)
     assert len(set(sampled)) > 1                        # each candidate its own sample
     assert [(r["batch"], r["seed"]) for r in gen.last_generations] == [(3, 5), (3, 6), (3, 7)]
-    # The seed of each answer makes that answer again, alone.
+    # A sampled answer proposes fewer tokens a step than a greedy one (default 5).
+    assert {r["lookup"] for r in gen.last_generations} == {3}
+    # The seed of each answer makes that answer again, alone, after its shared prompt was
+    # read once into the runtime's prefix cache for the batch.
     again = "".join(gen.generate(question, max_new_tokens=8, temperature=1.5, seed=6))
-    assert again == sampled[1]
+    assert again == sampled[1] and gen.last_generation["lookup"] == 3
+    smaller = ov(shared, lookup=2)                      # a smaller lookup asked is kept
+    smaller.generate_many([question], max_new_tokens=4, temperature=1.0, seed=1)
+    assert smaller.last_generations[0]["lookup"] == 2
 
 
 def test_closing_the_stream_stops_the_runtime(shared):
