@@ -156,6 +156,11 @@ def fusion_grid(ws, corpus: Corpus, depth: int) -> dict[str, list[list[str]]]:
                 for beta in GRID_DOC_BETA:
                     variants[f"weighted 0.7 + doc {beta}"] = document_evidence(
                         base, paths, beta)
+                for top, alpha in GRID_FEEDBACK:
+                    moved = feedback_dense(searcher, q.text, [i for i, _ in base[:top]],
+                                           alpha, c)
+                    variants[f"weighted 0.7, dense feedback top {top} x {alpha}"] = \
+                        weighted([moved, lists[1]], 0.7)
             for name, ranked in variants.items():
                 out.setdefault(f"grid {name}, {c} candidates", []).append(
                     to_documents(Path(h.path).name for h in searcher.hits(ranked[:depth])))
@@ -163,6 +168,18 @@ def fusion_grid(ws, corpus: Corpus, depth: int) -> dict[str, list[list[str]]]:
 
 
 GRID_DOC_BETA = (0.05, 0.1, 0.2, 0.3)
+GRID_FEEDBACK = ((3, 0.3), (3, 0.6), (5, 0.3), (5, 1.0))     # (top chunks, their weight)
+
+
+def feedback_dense(searcher, query: str, top: list[int], alpha: float, n: int):
+    """Dense search again from the query vector moved toward the mean of its `top` chunks'
+    vectors (Rocchio pseudo-relevance feedback)."""
+    import numpy as np
+    store = searcher.index.store
+    vector = searcher.index.encode([query])[0] + \
+        alpha * np.asarray(store.vectors(top), dtype=np.float32).mean(axis=0)
+    scores, ids = store.search((vector / np.linalg.norm(vector))[None].astype(np.float32), n)
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
 
 def document_evidence(ranked, paths: dict[int, str], beta: float):
