@@ -31,8 +31,9 @@ Variants are GENERATOR:SETTING: transformers:fp32 (float32, one token per step:
 `-o lookup=0`), transformers:lookup (float32 with prompt-lookup decoding, the default),
 transformers:plain (float32 with `-o packed=false -o lookup=0`), transformers:METHOD (a
 compressor, e.g. torchao-int8-dynamic), onnx-genai:fp32|int8|int4, openvino:fp16|int8|int4
-(prompt lookup on, the runtime's own arithmetic) and openvino:fp16-f32 (float32
-arithmetic). Targets (issue 16): one
+(prompt lookup on, the runtime's own arithmetic), openvino:fp16-f32 (float32
+arithmetic), and the anchor llama-cpp:fp16|int8|int4 (llama.cpp on the same weights written
+as GGUF; needs llama-cpp-python, bench/llama_cpp_anchor.py). Targets (issue 16): one
 stream >= 3x float32 transformers; a batch of 4 candidates >= 2x one after another;
 agreement >= torchao int8-dynamic's.
 """
@@ -116,6 +117,12 @@ def prefix_share(reference: str, other: str) -> float:
 
 def load(ws: Workspace, variant: str, batch: int):
     name, setting = variant.split(":", 1)
+    if name == "llama-cpp":                 # the anchor, not a ragloop generator
+        from llama_cpp_anchor import LlamaCppAnchor
+        started = time.perf_counter()
+        gen = LlamaCppAnchor(ws, setting)
+        return gen, {"load_s": round(time.perf_counter() - started, 2),
+                     "export_s": gen.export_seconds and round(gen.export_seconds, 1)}
     options = [f"batch_size={batch}"]
     compress = None
     if name == "onnx-genai":

@@ -96,7 +96,8 @@ class OpenvinoConfig(ExportedConfig):
                 "answers of float32 transformers, ~1.4x slower."})
     lookup: int = field(default=5, metadata={
         "help": "Propose up to N next tokens copied from the prompt and check them in one "
-                "step (OpenVINO GenAI's prompt lookup); 0 turns it off."})
+                "step (OpenVINO GenAI's prompt lookup; a sampled answer at most 3); 0 turns "
+                "it off."})
 
     def __post_init__(self):
         super().__post_init__()
