@@ -1,6 +1,6 @@
 """Run by test_generator_openvino.py in a child process (it says why), not collected
-on its own. The openvino generator on a tiny random Llama: written once per adapter and precision as a
-GGUF file that OpenVINO GenAI runs, the same greedy answers as the transformers generator in
+on its own. The openvino generator on a tiny random Llama (and Qwen2, Qwen3): written once
+per adapter and precision as a GGUF file that OpenVINO GenAI runs, the same greedy answers as the transformers generator in
 float32 arithmetic (close ones in int8), prompt lookup and batches changing no greedy answer,
 sampled candidates drawn together, the export kept and rebuilt when the adapter changes,
 and one-line errors. Tests share exports where they can.
@@ -148,8 +148,18 @@ def test_export_is_kept_per_adapter_and_made_again_when_the_adapter_changes(shar
     assert third.export != first.export and first.export.is_dir()
 
 
+@pytest.mark.parametrize("architecture", ["qwen2", "qwen3"])
+def test_qwen_models_are_written_too_and_answer_as_transformers(tmp_path, architecture):
+    model = make_tiny_causal_lm(tmp_path / architecture, hidden=64, architecture=architecture)
+    gen = OpenvinoGenerator(OpenvinoConfig(model=str(model), compute="f32"),
+                            workspace=Workspace(tmp_path / "ws"))
+    reference = TransformersGenerator(TransformersConfig(model=str(model), lookup=0))
+    assert answers(gen) == answers(reference)
+    assert gen.last_generation["runtime"].startswith("openvino-genai ")
+
+
 @pytest.mark.parametrize("change, named", [
-    ({"model_type": "qwen2"}, "'qwen2' model"),
+    ({"model_type": "mistral"}, "'mistral' model"),
     ({"attention_bias": True}, "biases"),
     ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
                           "low_freq_factor": 1.0, "high_freq_factor": 4.0,

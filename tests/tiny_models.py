@@ -89,18 +89,23 @@ def make_tiny_tokenizer(path) -> Path:
     return _finish(path)
 
 
-def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2) -> Path:
+def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2,
+                        architecture: str = "llama") -> Path:
     """A 2-layer, 48-wide Llama with random weights, saved as safetensors with its tokenizer
-    (`hidden`, a multiple of 4, and `layers` make a smaller student for distillation)."""
+    (`hidden`, a multiple of 4, and `layers` make a smaller student for distillation).
+    `architecture` qwen2 or qwen3 makes that model instead, its attention biases (qwen2) and
+    query/key norms (qwen3) random too, so that a file that drops or misplaces them answers
+    otherwise; qwen3's head size (32) is not hidden / heads, as in the real ones."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
     path = Path(path)
     if _done(path):
         return path
     path.mkdir(parents=True, exist_ok=True)
     tok = _tokenizer()
-    config = LlamaConfig(
+    name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}[architecture]
+    config = getattr(transformers, f"{name}Config")(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -108,9 +113,15 @@ def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2) 
         eos_token_id=tok.eos_token_id, tie_word_embeddings=True,
         # Wide random weights: greedy output varies instead of repeating one token, so
         # streaming and sampling tests see real text (the 0.02 default gives "\n\n\n...").
-        initializer_range=0.3)
+        initializer_range=0.3, **({"head_dim": 32} if architecture == "qwen3" else {}))
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).eval()
+    model = getattr(transformers, f"{name}ForCausalLM")(config).eval()
+    with torch.no_grad():
+        for weight_name, weight in model.named_parameters():
+            if weight_name.endswith(".bias"):
+                weight.normal_(0.0, 0.3)
+            elif weight_name.endswith(("q_norm.weight", "k_norm.weight")):
+                weight.uniform_(0.5, 1.5)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(path, safe_serialization=True)

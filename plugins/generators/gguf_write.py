@@ -1,19 +1,23 @@
-"""A llama-architecture transformers model folder written as one GGUF file, the format
-OpenVINO GenAI reads without optimum-intel (plugins/generators/openvino.py).
+"""A transformers model folder of the llama, qwen2 or qwen3 architecture (the ones OpenVINO
+GenAI's GGUF reader runs) written as one GGUF file, the format OpenVINO GenAI reads without
+optimum-intel (plugins/generators/openvino.py).
 
     write_gguf(folder, path, precision)   precision: fp16 | int8 (Q8_0) | int4 (Q4_0)
 
-The weights are laid out as llama.cpp's own converter lays them out (its tensor names, and
-the query and key rows permuted for its rotary layout); the tokenizer (a byte-level BPE
-`tokenizer.json`) and chat template go in as metadata, because the reader builds its
-tokenizer from them, though ragloop encodes and decodes with the model folder's own.
-Anything else (another architecture, rope scaling, a SentencePiece tokenizer) is a one-line
-refusal naming what the file cannot hold.
+The weights are laid out as llama.cpp's own converter lays them out: its tensor names, the
+query and key rows of a llama model permuted for its interleaved rotary layout (qwen2 and
+qwen3 keep transformers' layout, as llama.cpp runs them), qwen2's attention biases and
+qwen3's query/key norms. The tokenizer (a byte-level BPE `tokenizer.json`) and chat template
+go in as metadata, because the reader builds its tokenizer from them, though ragloop
+encodes and decodes with the model folder's own. Anything else (another architecture, rope
+scaling, sliding-window attention, a SentencePiece tokenizer) is a one-line refusal naming
+what the file cannot hold.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from ragloop.core import RagloopError
@@ -30,6 +34,21 @@ LAYER_TENSORS = {
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 
 
+@dataclass(frozen=True)
+class Architecture:
+    rope_rows: bool = False       # query/key rows permuted to the interleaved rotary layout
+    biases: tuple = ()            # layer tensors that carry a bias
+    norms: tuple = ()             # extra per-layer norm weights: (ours, GGUF name)
+
+
+ARCHITECTURES = {
+    "llama": Architecture(rope_rows=True),
+    "qwen2": Architecture(biases=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+    "qwen3": Architecture(norms=(("self_attn.q_norm", "attn_q_norm"),
+                                 ("self_attn.k_norm", "attn_k_norm"))),
+}
+
+
 class Unsupported(Exception):
     """The model is one this writer cannot put into a GGUF file; the message says why."""
 
@@ -41,7 +60,7 @@ def write_gguf(folder: Path, path: Path, precision: str) -> None:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     check_config(config)
     tokenizer = _tokenizer_metadata(folder)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), config["model_type"])
     _write_config(writer, config, precision)
     for key, (value, kind) in tokenizer.items():
         writer.add_key_value(key, value, kind, sub_type=_sub_type(value, kind))
@@ -53,7 +72,7 @@ def write_gguf(folder: Path, path: Path, precision: str) -> None:
             # Rows that are no whole number of quantization blocks stay float16.
             kind = qtype if array.shape[-1] % block == 0 else gguf.GGMLQuantizationType.F16
             writer.add_tensor(name, gguf.quants.quantize(array, kind), raw_dtype=kind)
-        else:                               # norms stay float32, as llama.cpp keeps them
+        else:                       # norms and biases stay float32, as llama.cpp keeps them
             writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -63,15 +82,18 @@ def write_gguf(folder: Path, path: Path, precision: str) -> None:
 
 def check_config(config: dict) -> None:
     kind = config.get("model_type")
-    if kind != "llama":
-        raise Unsupported(f"it is a {kind!r} model, and only llama-architecture models "
-                          f"(SmolLM2, Llama) are written for OpenVINO GenAI")
+    if kind not in ARCHITECTURES:
+        raise Unsupported(f"it is a {kind!r} model, and only {', '.join(ARCHITECTURES)} "
+                          f"models (SmolLM2, Llama, Qwen2.5, Qwen3) are written for OpenVINO "
+                          f"GenAI")
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise Unsupported(f"its rope scaling ({rope.get('rope_type', rope.get('type'))}) "
                           f"is not written")
-    if config.get("attention_bias") or config.get("mlp_bias"):
-        raise Unsupported("its layers have biases, which llama GGUF files do not hold")
+    if config.get("mlp_bias") or (kind != "qwen2" and config.get("attention_bias")):
+        raise Unsupported(f"its layers have biases, which {kind} GGUF files do not hold")
+    if config.get("use_sliding_window"):
+        raise Unsupported("it uses sliding-window attention, which is not written")
 
 
 def _write_config(writer, config: dict, precision: str) -> None:
@@ -86,6 +108,8 @@ def _write_config(writer, config: dict, precision: str) -> None:
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(heads)
     writer.add_head_count_kv(config.get("num_key_value_heads") or heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
@@ -168,17 +192,20 @@ def _tensors(folder: Path, config: dict):
             raise Unsupported(f"its weights lack {name}")
         return np.ascontiguousarray(weights.pop(name).float().numpy())
 
+    arch = ARCHITECTURES[config["model_type"]]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     yield "token_embd.weight", take("model.embed_tokens.weight")
     for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
         for ours, theirs in LAYER_TENSORS.items():
-            array = take(f"model.layers.{layer}.{ours}.weight")
-            if theirs == "attn_q":
-                array = _rope_rows(array, heads)
-            elif theirs == "attn_k":
-                array = _rope_rows(array, kv_heads)
-            yield f"blk.{layer}.{theirs}.weight", array
+            for part in ("weight", "bias") if ours in arch.biases else ("weight",):
+                array = take(f"{prefix}{ours}.{part}")
+                if arch.rope_rows and theirs in ("attn_q", "attn_k"):
+                    array = _rope_rows(array, heads if theirs == "attn_q" else kv_heads)
+                yield f"blk.{layer}.{theirs}.{part}", array
+        for ours, theirs in arch.norms:
+            yield f"blk.{layer}.{theirs}.weight", take(f"{prefix}{ours}.weight")
     yield "output_norm.weight", take("model.norm.weight")
     if not config.get("tie_word_embeddings", False):
         yield "output.weight", take("lm_head.weight")

@@ -85,8 +85,8 @@ def _cpu_kv_cache() -> dict:
 class OpenvinoConfig(ExportedConfig):
     model: str = field(default=PACKAGED_MODEL, metadata={
         "help": f"{PACKAGED_MODEL} (packaged GGUF, converted once into the workspace) or a "
-                f"local llama-architecture transformers folder; written once per adapter and "
-                f"precision."})
+                f"local transformers folder of a llama, qwen2 or qwen3 model; written once per "
+                f"adapter and precision."})
     precision: Literal["fp16", "int8", "int4"] = field(default="fp16", metadata={
         "help": "Weights of the export: fp16 (default: nearly float32's answers), int8 "
                 "(Q8_0: a little faster, answers drift more), int4 (Q4_0: drift most)."})
