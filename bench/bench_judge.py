@@ -26,7 +26,7 @@ settings, so a rerun only judges. Generation batches the samples of one prompt.
 
     nice -n 10 python bench/bench_judge.py [--limit 60] [--faq 40] [--samples 4]
                                            [--workspace HOME --questions FILE]
-                                           [--json out.json]
+                                           [--generator openvino] [--json out.json]
 """
 
 from __future__ import annotations
@@ -59,14 +59,18 @@ SENTENCE = re.compile(r"(?<=[.!?])\s+")
 # ---- answers -----------------------------------------------------------------------------
 
 class Model:
-    """The packaged SmolLM2, loaded as `ask` loads it, sampled in batches."""
+    """The packaged SmolLM2, loaded as `ask` loads it, sampled in batches; with --generator,
+    through that generator plugin (the same weights on another runtime)."""
 
-    def __init__(self, ws):
+    def __init__(self, ws, generator: str = "transformers"):
         from ragloop.core.pipeline.ask import load_generator
-        self.gen = load_generator(ws, "transformers", ())
+        self.generator = generator
+        self.gen = load_generator(ws, generator, ())
         self.id = self.gen.model_id
 
     def answers(self, messages, n: int, seed: int, max_new_tokens: int) -> list[dict]:
+        if self.generator != "transformers":
+            return self._from_plugin(messages, n, seed, max_new_tokens)
         import torch
         tok, model = self.gen.tokenizer, self.gen.model
         ids = torch.tensor([tok(self.gen.render(messages), add_special_tokens=False)
@@ -89,6 +93,18 @@ class Model:
             text = tok.decode(row, skip_special_tokens=True).strip()
             result.append({"text": text, "cut_off": not done})
         return result
+
+    def _from_plugin(self, messages, n: int, seed: int, max_new_tokens: int) -> list[dict]:
+        """The greedy answer and n - 1 samples through `generate_many` (the plugin's own
+        sampling: top-p 0.95, where the transformers path above draws from all tokens)."""
+        texts = self.gen.generate_many([messages], max_new_tokens=max_new_tokens)
+        records = list(self.gen.last_generations)
+        if n > 1:
+            texts += self.gen.generate_many([messages] * (n - 1), max_new_tokens=max_new_tokens,
+                                            temperature=TEMPERATURE, seed=seed)
+            records += self.gen.last_generations
+        return [{"text": text.strip(), "cut_off": record["stop"] == "length"}
+                for text, record in zip(texts, records)]
 
 
 class Cache:
@@ -116,13 +132,18 @@ class Cache:
         return self.rows[id_]
 
 
+def generated_by(args) -> dict:
+    """The generator in a cache key; absent for transformers, whose caches came first."""
+    return {} if args.generator == "transformers" else {"generator": args.generator}
+
+
 def example_items(args, model_holder) -> list[dict]:
     from ragloop.core.pipeline.ingest import Indexer, discover
     from ragloop.core.pipeline.search import Searcher
     rows = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     rows = rows[:args.limit]
     cache = Cache(args.cache, {"set": "examples", "n": args.samples, "tokens": args.max_new_tokens,
-                               "t": TEMPERATURE, "k": args.k, "v": 2})
+                               "t": TEMPERATURE, "k": args.k, "v": 2, **generated_by(args)})
     searcher = None
     items = []
     for i, row in enumerate(rows):
@@ -169,7 +190,7 @@ def faq_items(args, model_holder) -> list[dict]:
         return text[:FAQ_PASSAGE_CHARS]
 
     cache = Cache(args.cache, {"set": "faq", "n": args.faq, "tokens": args.max_new_tokens,
-                               "chars": FAQ_PASSAGE_CHARS, "v": 1})
+                               "chars": FAQ_PASSAGE_CHARS, "v": 1, **generated_by(args)})
     items = []
     for i, query in enumerate(corpus.queries):
         right = query.relevant[0]
@@ -244,8 +265,9 @@ class _Hit:
 class ModelHolder:
     """Loads the workspace and the model only when some answer is not cached."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, generator: str = "transformers"):
         self.folder = folder
+        self.generator = generator
         self._ws = self._model = None
 
     def workspace(self):
@@ -258,7 +280,7 @@ class ModelHolder:
     def model(self) -> Model:
         if self._model is None:
             say("loading the model")
-            self._model = Model(self.workspace())
+            self._model = Model(self.workspace(), self.generator)
         return self._model
 
 
@@ -338,11 +360,13 @@ def main() -> None:
                         help="also judge the base model's answers this workspace holds")
     parser.add_argument("--questions", type=Path,
                         help="with --workspace: JSONL questions with reference answers")
+    parser.add_argument("--generator", default="transformers",
+                        help="generator plugin that makes the answers (openvino: ~3x faster)")
     parser.add_argument("--json", type=Path, help="save the numbers here")
     args = parser.parse_args()
     if bool(args.workspace) != bool(args.questions):
         parser.error("--workspace and --questions go together")
-    holder = ModelHolder(args.cache)
+    holder = ModelHolder(args.cache, args.generator)
     sets = {}
     if args.limit:
         sets["examples"] = example_items(args, holder)
