@@ -1,9 +1,9 @@
 """Run by test_generator_openvino.py in a child process (it says why), not collected
 on its own. The openvino generator on a tiny random Llama (and Qwen2, Qwen3): written once
-per adapter and precision as a GGUF file that OpenVINO GenAI runs, the same greedy answers as the transformers generator in
-float32 arithmetic (close ones in int8), prompt lookup and batches changing no greedy answer,
-sampled candidates drawn together, the export kept and rebuilt when the adapter changes,
-and one-line errors. Tests share exports where they can.
+per adapter and precision as a GGUF file that OpenVINO GenAI runs, the same greedy answers
+as the transformers generator in float32 arithmetic (close ones in int8), prompt lookup and
+batches changing no greedy answer, sampled candidates drawn together, the export kept and
+rebuilt when the adapter changes, and one-line errors. Tests share exports where they can.
 """
 
 import json
