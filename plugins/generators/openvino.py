@@ -4,15 +4,17 @@ GenAI and kept as its IR, and run by its ContinuousBatchingPipeline on the CPU: 
 weights by default, with prompt-lookup decoding.
 
 Why this runtime, and why through a GGUF file: measured here on SmolLM2 (docs/generation.md),
-OpenVINO with float16 weights and prompt lookup streams one answer 3.0-3.4x as fast as
+OpenVINO with float16 weights and prompt lookup streams one answer 3.0-3.45x as fast as
 float32 transformers, with 11 of 12 greedy answers the same. optimum-intel, OpenVINO's usual
 exporter, does not import beside transformers 5; OpenVINO GenAI reads GGUF files itself.
 
 Every answer is a request of its own to the one pipeline: `generate_many` hands it
 `batch_size` requests at a time and it schedules them together, so greedy answers in a batch
 are each generated as alone, and sampled candidates of one question each draw with their own
-seed. Prompts, identity, the export cache and fallback are shared with `onnx-genai`
-(exported.py).
+seed. The runtime keeps prompts it has read (its prefix cache), and a prompt that the
+requests of a batch share is read once before they start. Prompts, identity, the export
+cache and fallback are shared with `onnx-genai` (exported.py). Llama, Qwen2 and Qwen3 models
+can be written (gguf_write.py).
 """
 
 from __future__ import annotations
