@@ -1,6 +1,7 @@
 """Every test gets its own workspace; nothing touches the user's real one."""
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -13,6 +14,10 @@ os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="ragloop-tests-xdg-")
 # set here, a hub id fails at once instead of after a minute of connection retries.
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ[_name] = "1"
+# pytest imports readline, whose SIGWINCH handler a pexpect child inherits and runs when its
+# new terminal gets a size (before it execs); once OpenVINO GenAI had run in this process,
+# that handler crashed the child (SIGSEGV) and every terminal test after it failed.
+signal.signal(signal.SIGWINCH, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
