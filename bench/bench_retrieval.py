@@ -156,8 +156,9 @@ def fusion_grid(ws, corpus: Corpus, depth: int) -> dict[str, list[list[str]]]:
                 for beta in GRID_DOC_BETA:
                     variants[f"weighted 0.7 + doc {beta}"] = document_evidence(
                         base, paths, beta)
+                query = searcher.index.encode([q.text])[0]      # once for every variant
                 for top, alpha in GRID_FEEDBACK:
-                    moved = feedback_dense(searcher, q.text, [i for i, _ in base[:top]],
+                    moved = feedback_dense(searcher, query, [i for i, _ in base[:top]],
                                            alpha, c)
                     variants[f"weighted 0.7, dense feedback top {top} x {alpha}"] = \
                         weighted([moved, lists[1]], 0.7)
@@ -171,13 +172,12 @@ GRID_DOC_BETA = (0.05, 0.1, 0.2, 0.3)
 GRID_FEEDBACK = ((3, 0.3), (3, 0.6), (5, 0.3), (5, 1.0))     # (top chunks, their weight)
 
 
-def feedback_dense(searcher, query: str, top: list[int], alpha: float, n: int):
-    """Dense search again from the query vector moved toward the mean of its `top` chunks'
-    vectors (Rocchio pseudo-relevance feedback)."""
+def feedback_dense(searcher, query, top: list[int], alpha: float, n: int):
+    """Dense search again from the `query` vector moved toward the mean of its `top`
+    chunks' vectors (Rocchio pseudo-relevance feedback)."""
     import numpy as np
     store = searcher.index.store
-    vector = searcher.index.encode([query])[0] + \
-        alpha * np.asarray(store.vectors(top), dtype=np.float32).mean(axis=0)
+    vector = query + alpha * np.asarray(store.vectors(top), dtype=np.float32).mean(axis=0)
     scores, ids = store.search((vector / np.linalg.norm(vector))[None].astype(np.float32), n)
     return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
