@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import queue
+from collections import Counter
 import threading
 import time
 from dataclasses import dataclass, field
@@ -307,8 +308,8 @@ class OpenvinoGenerator(ExportedGenerator):
         """A prompt that several requests share (a question's candidates) read once, into
         the runtime's prefix cache, before they start: started together, each would read it
         again. 4 sampled candidates of a new prompt came 108 -> 140 tokens/s this way."""
-        prompts = [tuple(ids) for ids, _, _ in requests]
-        shared = [list(p) for p in dict.fromkeys(prompts) if prompts.count(p) > 1]
+        asked = Counter(tuple(ids) for ids, _, _ in requests)
+        shared = [list(prompt) for prompt, times in asked.items() if times > 1]
         if shared:
             self._runtime.generate([self._tensor(ids) for ids in shared],
                                    [self._settings(1, 0.0, None) for _ in shared])
