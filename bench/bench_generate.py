@@ -257,7 +257,8 @@ def main() -> None:
     generators, loading = {}, {}
     for variant in variants:
         say(f"loading {variant}")
-        generators[variant], loading[variant] = load(ws, variant, max(args.batches, default=1))
+        generators[variant], loading[variant] = load(
+            ws, variant, max([*args.batches, *args.candidates], default=1))
     messages = prompts(args.prompts)
     load_before = os.getloadavg()
     stats: dict = defaultdict(lambda: defaultdict(float))
