@@ -7,7 +7,8 @@ machine load hits every variant alike. Reported per variant:
 - batches of 4 and 8 (`generate_many`) against the same answers one after another with the
   same generator (tokens/s of each, and their ratio): different prompts, as `eval` asks;
 - candidates (`--candidates 4`): 4 sampled answers (temperature 0.7) to each prompt, as
-  `rate` and best-of-N ask, one after another against one `generate_many` call;
+  `rate` and best-of-N ask, one after another against one `generate_many` call, with a 95%
+  bootstrap interval on the ratio over prompts (machine noise moves it by ~0.1-0.2x);
 - agreement with float32 transformers: greedy answers equal as a whole, and the share of
   float32's text reproduced before the first difference;
 - export and load time (an onnx-genai or openvino export is made once per workspace, model,
@@ -53,6 +54,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from _common import CORPUS, QUESTIONS, finish, say
+from retrieval_metrics import speed_ratio
 
 from ragloop.core.pipeline.ask import load_generator
 from ragloop.core.pipeline.prompt import make_messages
@@ -207,23 +209,28 @@ def candidates(generators, messages, size, max_new_tokens, stats, temperature=0.
     by prompt: a generator that keeps a read prompt (openvino's prefix cache) gives it to
     whichever comes second."""
     for label, gen in generators.items():
-        serial = together = tokens = batched = 0.0
+        # per prompt: tokens and seconds one after another, then together
+        serial_tokens, serial_s, batch_tokens, batch_s = [], [], [], []
         for i, message in enumerate(messages):
             for one_by_one in (i % 2 == 0, i % 2 == 1):
                 started = time.perf_counter()
                 if one_by_one:
+                    tokens = 0
                     for k in range(size):
                         "".join(gen.generate(message, max_new_tokens=max_new_tokens,
                                              temperature=temperature, seed=i * size + k))
                         tokens += gen.last_generation["new_tokens"]
-                    serial += time.perf_counter() - started
+                    serial_s.append(time.perf_counter() - started)
+                    serial_tokens.append(tokens)
                 else:
                     gen.generate_many([message] * size, max_new_tokens=max_new_tokens,
                                       temperature=temperature, seed=i * size)
-                    together += time.perf_counter() - started
-                    batched += sum(r["new_tokens"] for r in gen.last_generations)
-        stats[label][f"cserial{size}"] = tokens / serial
-        stats[label][f"cand{size}"] = batched / together
+                    batch_s.append(time.perf_counter() - started)
+                    batch_tokens.append(sum(r["new_tokens"] for r in gen.last_generations))
+        stats[label][f"cserial{size}"] = sum(serial_tokens) / sum(serial_s)
+        stats[label][f"cand{size}"] = sum(batch_tokens) / sum(batch_s)
+        stats[label][f"cratio{size}"] = speed_ratio(batch_tokens, batch_s, serial_tokens,
+                                                    serial_s)
         say(f"{size} candidates per prompt: {label} done")
 
 
@@ -296,14 +303,23 @@ def main() -> None:
             row[f"batch{n}_vs_one_by_one"] = round(s[f"batch{n}"] / s[f"serial{n}"], 2)
             cells += f" {s[f'batch{n}']:11.1f} {row[f'batch{n}_vs_one_by_one']:6.2f}x"
         for n in args.candidates:
+            ratio = s[f"cratio{n}"]
             row[f"candidates{n}_tokens_per_s"] = round(s[f"cand{n}"], 2)
-            row[f"candidates{n}_vs_one_by_one"] = round(s[f"cand{n}"] / s[f"cserial{n}"], 2)
-            cells += f" {s[f'cand{n}']:11.1f} {row[f'candidates{n}_vs_one_by_one']:6.2f}x"
+            row[f"candidates{n}_vs_one_by_one"] = round(ratio.mean, 2)
+            row[f"candidates{n}_vs_one_by_one_interval"] = [round(ratio.low, 2),
+                                                            round(ratio.high, 2)]
+            cells += f" {s[f'cand{n}']:11.1f} {ratio.mean:6.2f}x"
         report["variants"][label] = row
         export = f"{row['export_s']:8.1f}" if row["export_s"] is not None else f"{'-':>8s}"
         print(f"{label:34s} {rate:6.1f} {row['vs_fp32']:6.2f}x {row['first_piece_s']:6.2f}"
               f"{cells} {exact:>2d}/{len(messages):<2d} {prefix:6.1%} "
               f"{row['peak_rss_mb']:6d} {export} {row['load_s']:6.1f}")
+    for n in args.candidates:
+        print(f"\n{n} candidates together vs one after another, 95% bootstrap over the "
+              f"{len(messages)} prompts:")
+        for label in variants:
+            ratio = stats[label][f"cratio{n}"]
+            print(f"{label:34s} {ratio.mean:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}]")
     if args.correctness:
         report["correctness"] = correctness(generators, args.correctness,
                                            args.correctness_tokens)

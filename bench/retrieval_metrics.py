@@ -6,6 +6,8 @@ relevant documents in the top k), MRR@10 (1 / rank of the first relevant documen
 10) and nDCG@10 (binary gains). Each mean gets a 95% percentile bootstrap interval over
 queries; `paired_difference` resamples the same queries for two systems, so the interval
 is for the difference itself, narrower than the two separate intervals suggest.
+`speed_ratio` puts the same kind of interval on a ratio of two throughputs measured item by
+item (bench/bench_generate.py: prompts).
 """
 
 from __future__ import annotations
@@ -99,6 +101,24 @@ def bootstrap(values: Sequence[float], strata: Sequence[str] | None = None,
     array = np.asarray(values, dtype=float)
     means = array[_resamples(len(array), strata, samples, seed)].mean(axis=1)
     return Estimate(float(array.mean()), *_percentiles(means, confidence))
+
+
+def speed_ratio(work_a: Sequence[float], seconds_a: Sequence[float],
+                work_b: Sequence[float], seconds_b: Sequence[float],
+                samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                confidence: float = CONFIDENCE) -> Estimate:
+    """(Σ work_a / Σ seconds_a) / (Σ work_b / Σ seconds_b), with a percentile bootstrap
+    interval that resamples the items (index i of all four lists together)."""
+    import numpy as np
+    columns = np.asarray([work_a, seconds_a, work_b, seconds_b], dtype=float)
+    if columns.shape[1] == 0:
+        return Estimate(0.0, 0.0, 0.0)
+
+    def ratio(sums):
+        return (sums[0] / sums[1]) / (sums[2] / sums[3])
+    picks = _resamples(columns.shape[1], None, samples, seed)
+    ratios = ratio(columns[:, picks].sum(axis=2))
+    return Estimate(float(ratio(columns.sum(axis=1))), *_percentiles(ratios, confidence))
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float],

@@ -82,6 +82,21 @@ def test_paired_difference():
         rm.paired_difference([1.0], [1.0, 0.0])
 
 
+def test_speed_ratio_of_two_throughputs_with_an_interval_over_items():
+    # a: 100 tokens in 1 s per item; b: 50 tokens in 1 s: a is exactly twice as fast
+    same = rm.speed_ratio([100] * 4, [1.0] * 4, [50] * 4, [1.0] * 4)
+    assert same.mean == pytest.approx(2.0) and same.low == same.high == pytest.approx(2.0)
+    # A ratio of sums, not a mean of per-item ratios: the long item weighs more.
+    mixed = rm.speed_ratio([100, 300], [1.0, 1.0], [100, 100], [1.0, 2.0])
+    assert mixed.mean == pytest.approx((400 / 2) / (200 / 3))
+    assert mixed.low <= mixed.mean <= mixed.high
+    noisy = rm.speed_ratio([100, 120, 80, 110], [1.0] * 4, [50] * 4, [1.0] * 4, seed=1)
+    assert noisy.low < 2.05 < noisy.high and noisy.high - noisy.low > 0.1
+    assert noisy == rm.speed_ratio([100, 120, 80, 110], [1.0] * 4, [50] * 4, [1.0] * 4,
+                                   seed=1)
+    assert rm.speed_ratio([], [], [], []).mean == 0.0
+
+
 def test_summarize_gives_every_metric():
     per_query = [rm.query_scores(["a", "b"], ["a"]), rm.query_scores(["b", "a"], ["a"])]
     summary = rm.summarize(per_query)
