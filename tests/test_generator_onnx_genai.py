@@ -59,20 +59,27 @@ def prefix_share(a: str, b: str) -> float:
     return same / max(len(a), 1)
 
 
-def test_fp32_export_answers_exactly_as_transformers_and_streams(shared):
-    gen = onnx(shared, precision="fp32")
-    reference = torch_gen(shared)
+def check_answers_as_transformers_and_streams(gen, reference, shared, runtime: str,
+                                              precision: str) -> dict:
+    """`gen` (an exported generator) gives `reference`'s greedy answers, streams, and shows
+    the same prompts and model id; returns the streamed answer's record."""
     assert answers(gen) == answers(reference)
     pieces = list(gen.generate(chat(QUESTIONS[2]), max_new_tokens=16))
     assert len(pieces) > 1                                  # streamed, not all at the end
     record = gen.last_generation
-    assert record["runtime"].startswith("onnxruntime-genai ") and record["precision"] == "fp32"
+    assert record["runtime"].startswith(f"{runtime} ") and record["precision"] == precision
     assert record["new_tokens"] == 16 and record["stop"] == "length"
     # The same prompts and the same model id (adapters trained on it are accepted).
     assert gen.render(chat("x")) == reference.render(chat("x"))
     assert gen.count_tokens("the capital") == reference.count_tokens("the capital")
     assert gen.model_id == reference.model_id and gen.checkpoint() == reference.checkpoint()
     assert gen.export.parent == shared[0].models_dir / "generator-exports"
+    return record
+
+
+def test_fp32_export_answers_exactly_as_transformers_and_streams(shared):
+    check_answers_as_transformers_and_streams(onnx(shared, precision="fp32"), torch_gen(shared),
+                                              shared, "onnxruntime-genai", "fp32")
 
 
 def test_batched_answers_equal_one_by_one(shared):
@@ -98,9 +105,14 @@ def test_int8_is_smaller_and_close_and_a_damaged_export_is_made_again(shared):
     size = {p: sum(f.stat().st_size for f in folder.iterdir())
             for p, folder in (("int8", gen.export), ("fp32", fp32.export))}
     assert size["int8"] < 0.8 * size["fp32"]        # the tiny model is mostly embeddings
-    # A record from another version (or a torn one) is never used: the export is made again.
+    check_stale_record_made_again(gen, got, lambda: onnx(shared, precision="int8"))
+
+
+def check_stale_record_made_again(gen, got: list[str], reopen) -> None:
+    """A record from another version (or a torn one) in `gen`'s int8 export is never used:
+    `reopen()` makes the export again, answering `got` as before."""
     (gen.export / RECORD).write_text('{"key": {"recipe": 0}}')
-    again = onnx(shared, precision="int8")
+    again = reopen()
     assert answers(again) == got
     assert read_record(again.export)["key"]["precision"] == "int8"
 

@@ -18,7 +18,9 @@ from test_generator_onnx_genai import (
     ask_params,
     chat,
     check_adapter_of_another_base_refused,
+    check_answers_as_transformers_and_streams,
     check_missing_runtime,
+    check_stale_record_made_again,
     prefix_share,
     retrained,
 )
@@ -26,7 +28,6 @@ from tiny_models import make_tiny_causal_lm
 
 from ragloop.core.errors import RagloopError
 from ragloop.core.workspace import Workspace
-from ragloop.plugins.generators.export_cache import RECORD, read_record
 from ragloop.plugins.generators.openvino import OpenvinoConfig, OpenvinoGenerator
 from ragloop.plugins.generators.transformers import TransformersConfig, TransformersGenerator
 
@@ -54,19 +55,9 @@ def torch_gen(shared, **options):
 
 def test_fp16_export_answers_as_transformers_and_streams(shared):
     gen = ov(shared)
-    reference = torch_gen(shared)
-    assert answers(gen) == answers(reference)
-    pieces = list(gen.generate(chat(QUESTIONS[2]), max_new_tokens=16))
-    assert len(pieces) > 1                                  # streamed, not all at the end
-    record = gen.last_generation
-    assert record["runtime"].startswith("openvino-genai ") and record["precision"] == "fp16"
+    record = check_answers_as_transformers_and_streams(gen, torch_gen(shared), shared,
+                                                       "openvino-genai", "fp16")
     assert record["lookup"] == 5 and record["compute"] == "f32"
-    assert record["new_tokens"] == 16 and record["stop"] == "length"
-    # The same prompts and the same model id (adapters trained on it are accepted).
-    assert gen.render(chat("x")) == reference.render(chat("x"))
-    assert gen.count_tokens("the capital") == reference.count_tokens("the capital")
-    assert gen.model_id == reference.model_id and gen.checkpoint() == reference.checkpoint()
-    assert gen.export.parent == shared[0].models_dir / "generator-exports"
     assert (gen.export / "openvino_model.xml").is_file()
     assert not (gen.export / "model.gguf").exists()         # read once, not needed after
 
@@ -124,11 +115,7 @@ def test_int8_is_smaller_and_close_and_a_damaged_export_is_made_again(shared):
     size = {p: (folder / "openvino_model.bin").stat().st_size
             for p, folder in (("int8", gen.export), ("fp16", fp16.export))}
     assert size["int8"] < 0.7 * size["fp16"]
-    # A record from another version (or a torn one) is never used: the export is made again.
-    (gen.export / RECORD).write_text('{"key": {"recipe": 0}}')
-    again = ov(shared, precision="int8")
-    assert answers(again) == got
-    assert read_record(again.export)["key"]["precision"] == "int8"
+    check_stale_record_made_again(gen, got, lambda: ov(shared, precision="int8"))
 
 
 def test_export_is_kept_per_adapter_and_made_again_when_the_adapter_changes(shared, tmp_path):
