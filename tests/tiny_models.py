@@ -107,7 +107,8 @@ def make_tiny_causal_lm(path, seed: int = 0, hidden: int = 48, layers: int = 2,
     tok = _tokenizer()
     name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3"}[architecture]
     config = getattr(transformers, f"{name}Config")(
-        vocab_size=len(tok) + (0 if architecture == "llama" else 64), hidden_size=hidden, intermediate_size=2 * hidden,
+        vocab_size=len(tok) + (0 if architecture == "llama" else 64), hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import queue
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Literal
