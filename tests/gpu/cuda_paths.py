@@ -1,5 +1,5 @@
 """The CUDA-only paths, each once, through the real CLI on a CUDA machine: bf16 training
-(dpo, sft), QLoRA (tests/gpu/qlora_smoke.py: bnb-nf4 and bnb-int8, then ask on the full and on
+(dpo, sft, sft+dpo), QLoRA (tests/gpu/qlora_smoke.py: bnb-nf4 and bnb-int8, then ask on the full and on
 the quantized base), DeepSpeed ZeRO-2 and ZeRO-3 with CPU offload, FSDP. CI has no GPU, so
 pytest never collects this (tests/gpu/conftest.py); run it by hand from the repository root:
 
@@ -8,7 +8,7 @@ pytest never collects this (tests/gpu/conftest.py); run it by hand from the repo
 with ragloop, bitsandbytes and deepspeed installed. Each step runs in its own workspace with
 its own time limit and prints PASS/FAIL with the run record's facts; logs go to $OUT.
 Random models are built from a config (tests/tiny_models.py): nothing comes from a hub. The
-results of its one run so far are in docs/parallel.md."""
+results of its runs so far are in docs/parallel.md."""
 import json
 import os
 import subprocess
@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tiny_models
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qlora_smoke import ragloop_command   # noqa: E402 - the CLI where no `ragloop` is on PATH
 OUT = Path(os.environ.get("OUT", "/tmp/ragloop-gpu-logs"))
 OUT.mkdir(parents=True, exist_ok=True)
 WORK = Path("/tmp/gpuwork")
@@ -45,7 +47,7 @@ def ragloop(step, home, *args, limit=150):
     env_ = {**os.environ, "RAGLOOP_HOME": str(home)}
     t = time.time()
     try:
-        p = subprocess.run(["ragloop", *args], capture_output=True, text=True, timeout=limit,
+        p = subprocess.run([*ragloop_command(None), *args], capture_output=True, text=True, timeout=limit,
                            env=env_)
         rc, out = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as exc:
@@ -149,6 +151,7 @@ def main():
             train("zero2", data, mid, "--backend", "deepspeed", "--zero", "2")
         if want("bf16"):
             train("bf16-sft", sft, mid, "--method", "sft")
+            train("bf16-sft-dpo", data, mid, "--method", "sft+dpo")
 
     side = threading.Thread(target=qlora) if want("qlora") else None
     if side:
