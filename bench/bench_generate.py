@@ -8,7 +8,10 @@ machine load hits every variant alike. Reported per variant:
   same generator (tokens/s of each, and their ratio): different prompts, as `eval` asks;
 - candidates (`--candidates 4`): 4 sampled answers (temperature 0.7) to each prompt, as
   `rate` and best-of-N ask, one after another against one `generate_many` call, with a 95%
-  bootstrap interval on the ratio over prompts (machine noise moves it by ~0.1-0.2x);
+  bootstrap interval on the ratio over prompts (machine noise moves it by ~0.1-0.2x); and
+  (`--across 4`) against calls holding 4 prompts' candidates, as `rate` with an automatic
+  rater, the demo and `eval` hand them over (core/pipeline/rating_batches.py), the interval
+  then over calls. The generators' batch size is the largest of --batches and --candidates;
 - agreement with float32 transformers: greedy answers equal as a whole, and the share of
   float32's text reproduced before the first difference;
 - export and load time (an onnx-genai or openvino export is made once per workspace, model,
@@ -24,7 +27,7 @@ put together by core/prompt.make_messages as `ask` does.
 
     python bench/bench_generate.py [--variants transformers:fp32 onnx-genai:int8 ...]
         [--prompts 6] [--rounds 1] [--max-new-tokens 48] [--batches 4 8] [--candidates 4]
-        [--home DIR]
+        [--across 4] [--home DIR]
         [--save FILE] [--no-rss] [--threads N] [--correctness N]
         [--correctness-tokens 256]
 
@@ -203,35 +206,48 @@ def batches(generators, messages, sizes, max_new_tokens, stats):
             say(f"batch of {size}: {label} done")
 
 
-def candidates(generators, messages, size, max_new_tokens, stats, temperature=0.7):
-    """`size` sampled answers to one prompt (a rating's candidates, best-of-N), for each
-    prompt: one after another against one `generate_many` call. Which goes first alternates
-    by prompt: a generator that keeps a read prompt (openvino's prefix cache) gives it to
-    whichever comes second."""
+def candidates(generators, messages, size, max_new_tokens, stats, per_call=1,
+               temperature=0.7):
+    """`size` sampled answers to each prompt (a rating's candidates, best-of-N), one after
+    another against `generate_many` calls of `per_call` prompts' candidates each (1: one
+    question's; more: several questions' at once, as `rate` hands them over ahead of rating).
+    Which goes first alternates by call: a generator that keeps a read prompt (openvino's
+    prefix cache) gives it to whichever comes second. The ratio's interval is over calls."""
+    key = candidates_key(size, per_call)
+    calls = [list(range(at, min(at + per_call, len(messages))))
+             for at in range(0, len(messages), per_call)]
     for label, gen in generators.items():
-        # per prompt: tokens and seconds one after another, then together
+        # per call: tokens and seconds one after another, then together
         serial_tokens, serial_s, batch_tokens, batch_s = [], [], [], []
-        for i, message in enumerate(messages):
-            for one_by_one in (i % 2 == 0, i % 2 == 1):
+        for c, call in enumerate(calls):
+            for one_by_one in (c % 2 == 0, c % 2 == 1):
                 started = time.perf_counter()
                 if one_by_one:
                     tokens = 0
-                    for k in range(size):
-                        "".join(gen.generate(message, max_new_tokens=max_new_tokens,
-                                             temperature=temperature, seed=i * size + k))
-                        tokens += gen.last_generation["new_tokens"]
+                    for i in call:
+                        for k in range(size):
+                            "".join(gen.generate(messages[i], max_new_tokens=max_new_tokens,
+                                                 temperature=temperature, seed=i * size + k))
+                            tokens += gen.last_generation["new_tokens"]
                     serial_s.append(time.perf_counter() - started)
                     serial_tokens.append(tokens)
                 else:
-                    gen.generate_many([message] * size, max_new_tokens=max_new_tokens,
-                                      temperature=temperature, seed=i * size)
+                    # answer j of the call draws with seed call[0] * size + j: the same
+                    # seeds as one after another
+                    gen.generate_many([messages[i] for i in call for _ in range(size)],
+                                      max_new_tokens=max_new_tokens, temperature=temperature,
+                                      seed=call[0] * size)
                     batch_s.append(time.perf_counter() - started)
                     batch_tokens.append(sum(r["new_tokens"] for r in gen.last_generations))
-        stats[label][f"cserial{size}"] = sum(serial_tokens) / sum(serial_s)
-        stats[label][f"cand{size}"] = sum(batch_tokens) / sum(batch_s)
-        stats[label][f"cratio{size}"] = speed_ratio(batch_tokens, batch_s, serial_tokens,
-                                                    serial_s)
-        say(f"{size} candidates per prompt: {label} done")
+        stats[label][f"cserial{key}"] = sum(serial_tokens) / sum(serial_s)
+        stats[label][f"cand{key}"] = sum(batch_tokens) / sum(batch_s)
+        stats[label][f"cratio{key}"] = speed_ratio(batch_tokens, batch_s, serial_tokens,
+                                                   serial_s)
+        say(f"{size} candidates per prompt, {per_call} prompt(s) per call: {label} done")
+
+
+def candidates_key(size: int, per_call: int) -> str:
+    return str(size) if per_call == 1 else f"{size}x{per_call}"
 
 
 def main() -> None:
@@ -243,6 +259,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=[4, 8])
     parser.add_argument("--candidates", type=int, nargs="*", default=[4],
                         help="sampled answers per prompt, one after another and as one batch")
+    parser.add_argument("--across", type=int, default=4, metavar="N",
+                        help="also hand N prompts' candidates to one generate_many call, as "
+                             "rate does ahead of rating (0: skip); the generators' batch size "
+                             "is the largest of --batches and --candidates")
     parser.add_argument("--home", default=None,
                         help="workspace (default: the user's: conversions and exports kept)")
     parser.add_argument("--save", type=Path, default=None, help="write the report as JSON")
@@ -262,18 +282,20 @@ def main() -> None:
     variants = [REFERENCE, *[v for v in args.variants if v != REFERENCE]]
     ws = Workspace(args.home) if args.home else Workspace()
     generators, loading = {}, {}
+    batch = max([*args.batches, *args.candidates], default=1)
     for variant in variants:
         say(f"loading {variant}")
-        generators[variant], loading[variant] = load(
-            ws, variant, max([*args.batches, *args.candidates], default=1))
+        generators[variant], loading[variant] = load(ws, variant, batch)
     messages = prompts(args.prompts)
     load_before = os.getloadavg()
     stats: dict = defaultdict(lambda: defaultdict(float))
     texts: dict = {}
     one_stream(generators, messages, args.rounds, args.max_new_tokens, stats, texts)
     batches(generators, messages, args.batches, args.max_new_tokens, stats)
-    for size in args.candidates:
-        candidates(generators, messages, size, args.max_new_tokens, stats)
+    per_call = [1, *([args.across] if args.across > 1 else [])]
+    sets = [(size, n) for size in args.candidates for n in per_call]
+    for size, n in sets:
+        candidates(generators, messages, size, args.max_new_tokens, stats, n)
     rss = {} if args.no_rss else {v: rss_of(str(ws.home), v, 8) for v in variants}
     base_rate = stats[REFERENCE]["tokens"] / stats[REFERENCE]["seconds"]
     print(f"\n{len(messages)} prompts x {args.rounds} rounds, greedy, up to "
@@ -282,10 +304,12 @@ def main() -> None:
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     sizes = args.batches
     head = "".join(f" {'b' + str(n) + ' tok/s':>11s} {'vs 1by1':>7s}" for n in sizes)
-    head += "".join(f" {'c' + str(n) + ' tok/s':>11s} {'vs 1by1':>7s}" for n in args.candidates)
+    head += "".join(f" {'c' + candidates_key(*c) + ' tok/s':>11s} {'vs 1by1':>7s}"
+                    for c in sets)
     print(f"{'variant':34s} {'tok/s':>6s} {'vs fp32':>7s} {'TTFT s':>6s}{head} "
           f"{'exact':>5s} {'prefix':>6s} {'RSS MB':>6s} {'export s':>8s} {'load s':>6s}")
     report = {"prompts": len(messages), "rounds": args.rounds, "load_before": load_before[0],
+              "batch_size": batch,
               "max_new_tokens": args.max_new_tokens, "variants": {}}
     for label in variants:
         s = stats[label]
@@ -302,7 +326,8 @@ def main() -> None:
             row[f"batch{n}_tokens_per_s"] = round(s[f"batch{n}"], 2)
             row[f"batch{n}_vs_one_by_one"] = round(s[f"batch{n}"] / s[f"serial{n}"], 2)
             cells += f" {s[f'batch{n}']:11.1f} {row[f'batch{n}_vs_one_by_one']:6.2f}x"
-        for n in args.candidates:
+        for c in sets:
+            n = candidates_key(*c)
             ratio = s[f"cratio{n}"]
             row[f"candidates{n}_tokens_per_s"] = round(s[f"cand{n}"], 2)
             row[f"candidates{n}_vs_one_by_one"] = round(ratio.mean, 2)
@@ -314,9 +339,11 @@ def main() -> None:
         print(f"{label:34s} {rate:6.1f} {row['vs_fp32']:6.2f}x {row['first_piece_s']:6.2f}"
               f"{cells} {exact:>2d}/{len(messages):<2d} {prefix:6.1%} "
               f"{row['peak_rss_mb']:6d} {export} {row['load_s']:6.1f}")
-    for n in args.candidates:
-        print(f"\n{n} candidates together vs one after another, 95% bootstrap over the "
-              f"{len(messages)} prompts:")
+    for size, per_call in sets:
+        n = candidates_key(size, per_call)
+        calls = -(-len(messages) // per_call)
+        print(f"\n{size} candidates of {per_call} prompt(s) per call (batch size "
+              f"{batch}) vs one after another, 95% bootstrap over the {calls} calls:")
         for label in variants:
             ratio = stats[label][f"cratio{n}"]
             print(f"{label:34s} {ratio.mean:.2f}x [{ratio.low:.2f}, {ratio.high:.2f}]")

@@ -38,13 +38,17 @@ def test_judge_ranks_best_of_three_and_export_gives_best_over_worst(indexed, qfi
     d = db(ragloop_home)
     rankings = list(d.query("select * from rating_rankings order by created_at"))
     assert len(rankings) == 2
-    trained = set()
+    trained, seeds = set(), []
     for ranking in rankings:
         ids = json.loads(ranking["candidate_ids_json"])
         cands = [d["candidates"].get(i) for i in ids]
         params = [json.loads(c["params_json"]) for c in cands]
         assert [p["slot"] for p in params] == ["0", "1", "2"]
         assert {p["best_of"] for p in params} == {3} and len({c["seed"] for c in cands}) == 3
+        # An automatic rater's sets come a group at a time (rating_batches.py): both
+        # questions' in one generate_many call.
+        assert {p["batched"] for p in params} == {2}
+        seeds += [c["seed"] for c in cands]
         assert len({c["prompt"] for c in cands}) == 1
         verdicts = json.loads(ranking["verdicts_json"])
         assert sorted((i, j) for i, j, _ in verdicts) == [(0, 1), (0, 2), (1, 2)]
@@ -57,6 +61,8 @@ def test_judge_ranks_best_of_three_and_export_gives_best_over_worst(indexed, qfi
                                                                     choice)
         if choice == "a":
             trained.add((ids[best], ids[worst]))
+    # Set q of the call drew with seeds seed+3q .. seed+3q+2.
+    assert sorted(seeds) == list(range(min(seeds), min(seeds) + 6))
     rows = build_rows(Workspace(ragloop_home), "pairs")
     assert {(r["chosen_id"], r["rejected_id"]) for r in rows} == trained
     # Resumed: the rated questions are done, the stored set of the third is not regenerated.

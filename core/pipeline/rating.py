@@ -511,13 +511,28 @@ class Session:
 
     def _generate_set(self, base) -> list[dict]:
         """N samples of one prompt in one generate_many call, seeds seed..seed+N-1."""
+        return self._generate_sets([base])[0]
+
+    def _generate_sets(self, bases) -> list[list[dict]]:
+        """The best-of-N set of each prepared prompt, all in one generate_many call (a
+        generator that keeps a batch full gains from more than one set at a time); set q
+        draws with seeds seed+qN .. seed+qN+N-1."""
         s, gen = self.settings, self.generators[0]
+        n = s.best_of
         seed = self._random.randrange(2**31)
         started = time.perf_counter()
-        texts = gen.generate_many([base.prompt.messages] * s.best_of,
+        texts = gen.generate_many([base.prompt.messages for base in bases for _ in range(n)],
                                   max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                   seed=seed)
         seconds = round(time.perf_counter() - started, 4)
+        return [self._set_rows(base, texts[q * n:(q + 1) * n], seed + q * n, seconds,
+                               len(bases))
+                for q, base in enumerate(bases)]
+
+    def _set_rows(self, base, texts, seed: int, seconds: float, sets: int) -> list[dict]:
+        """The `candidates` rows of one best-of-N set; `seconds` is the time of the call
+        that generated `sets` sets."""
+        s, gen = self.settings, self.generators[0]
         group, rows = new_id(), []
         prompt_text = gen.render(base.prompt.messages)
         passages = base.prompt.passages
@@ -528,7 +543,8 @@ class Session:
                       "candidates": s.candidates, "settings": self.fingerprint,
                       "pair": group, "slot": str(i), "best_of": s.best_of,
                       "stop": "length" if cut else "end", "notes": base.prompt.notes,
-                      "timings": {**base.timings, "generate_all_s": seconds}}
+                      "timings": {**base.timings, "generate_all_s": seconds},
+                      **({"batched": sets} if sets > 1 else {})}
             rows.append({
                 "id": new_id(), "text": text, "prompt": prompt_text,
                 "messages_json": json.dumps(base.prompt.messages),

@@ -1,8 +1,14 @@
-"""Pairs for many questions at once: each slot's model answers a group of questions in one
-`generate_many` call instead of one after another (issue 16). `eval` uses it before its
-evaluators score the pairs, and `rate` with an automatic rater and the demo a batch ahead
-of the question being rated; both then read the pairs back as stored. They are the same
-rows, claims and settings fingerprint that `Session.pair` writes one question at a time.
+"""Pairs (or best-of-N sets) for many questions at once: each slot's model answers a group of
+questions in one `generate_many` call instead of one after another (issue 16). `eval` uses it
+before its evaluators score the pairs, and `rate` with an automatic rater and the demo a
+group ahead of the question being rated; both then read the pairs back as stored. They are
+the same rows, claims and settings fingerprint that `Session.pair` writes one question at a
+time.
+
+A group is CALL_BATCHES batches' worth of answers: a generator that runs `batch_size`
+answers at a time and starts the next as one ends (openvino) keeps its batch full through
+the call, rather than waiting for the longest answer of each batch; the transformers
+generator splits the call into batches itself.
 
 A question whose pair is stored already, or that another live session is generating, is
 left alone here: `Session.pair` reads or waits for it as before. Groups are stored as they
@@ -22,16 +28,20 @@ from ragloop.core.pipeline.rating_claims import PAIR
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.workspace import write_transaction
 
+# Answers per generate_many call, in batches of the generator's batch_size. openvino with
+# batch_size 4, 4 sampled candidates of 12 questions: 259 tokens/s with 4 questions' in a
+# call against 165 with one question's (bench_generate --across 4, docs/generation.md).
+CALL_BATCHES = 4
+
 
 class Ahead:
     """For a rater that waits on nothing (`rate` with an automatic rater, the demo): before
-    a question is rated, the pairs of it and the next questions, a batch's worth, are
-    generated together. A person's session prefetches one item instead."""
+    a question is rated, the pairs (or sets) of it and the next questions, a group's worth,
+    are generated together. A person's session prefetches one item instead."""
 
     def __init__(self, session, questions: list[Question]):
         self.session = session
-        # A best-of-N set is one batch already (Session._generate_set).
-        self.questions = [] if session.settings.best_of else list(questions)
+        self.questions = list(questions)
         self.covered: set[str] = set()
 
     def before(self, question: Question) -> None:
@@ -41,7 +51,7 @@ class Ahead:
             at = self.questions.index(question)
         except ValueError:
             return
-        window = self.questions[at:at + batch_size(self.session)]
+        window = self.questions[at:at + group_size(self.session)]
         self.covered.update(q.hash for q in window)
         if len(window) > 1:
             with self.session.status(f"Generating the answers to {len(window)} questions "
@@ -53,13 +63,17 @@ def batch_size(session) -> int:
     return max(1, getattr(getattr(session.generators[0], "config", None), "batch_size", 1))
 
 
+def group_size(session) -> int:
+    """Questions per generate_many call: CALL_BATCHES batches of answers, N per question
+    for best-of-N."""
+    return max(1, CALL_BATCHES * batch_size(session) // (session.settings.best_of or 1))
+
+
 def generate_pairs(session, questions: list[Question],
                    advance: Callable[[int], None] = lambda n: None) -> int:
-    """Generates and stores the missing pairs of `questions` (not best-of sets) in groups of
-    the first generator's `batch_size`; returns how many pairs it generated."""
-    if session.settings.best_of:
-        return 0
-    size = batch_size(session)
+    """Generates and stores the missing pairs (or best-of-N sets) of `questions` in groups of
+    `group_size`; returns how many it generated."""
+    size = group_size(session)
     made = 0
     pending = list(dict.fromkeys(questions))
     for start in range(0, len(pending), size):
@@ -91,8 +105,11 @@ def _claim(session, questions: list[Question]) -> list[Question]:
 
 
 def _rows(session, group: list[Question]) -> list[list[dict]]:
-    """Each question's pair rows: slot a's answers from one batch, then slot b's."""
+    """Each question's pair rows: slot a's answers from one call, then slot b's; or its
+    best-of-N set, all sets from one call."""
     s = session.settings
+    if s.best_of:
+        return session._generate_sets([session._prepare(question)[0] for question in group])
     sampled = s.kind == SAMPLE
     seeds = session._seeds()
     bases = [session._prepare(question) for question in group]

@@ -8,10 +8,10 @@ OpenVINO with float16 weights and prompt lookup streams one answer 3.0-3.45x as 
 float32 transformers, with 11 of 12 greedy answers the same. optimum-intel, OpenVINO's usual
 exporter, does not import beside transformers 5; OpenVINO GenAI reads GGUF files itself.
 
-Every answer is a request of its own to the one pipeline: `generate_many` hands it
-`batch_size` requests at a time and it schedules them together, so greedy answers in a batch
-are each generated as alone, and sampled candidates of one question each draw with their own
-seed. The runtime keeps prompts it has read (its prefix cache), and a prompt that the
+Every answer is a request of its own to the one pipeline: `generate_many` hands it all its
+requests at once and it runs `batch_size` of them at a time, starting the next as soon as one
+ends, so greedy answers are each generated as alone, and sampled candidates of one question
+each draw with their own seed. The runtime keeps prompts it has read (its prefix cache), and a prompt that the
 requests of a batch share is read once before they start. Prompts, identity, the export
 cache and fallback are shared with `onnx-genai` (exported.py). Llama, Qwen2 and Qwen3 models
 can be written (gguf_write.py).
@@ -45,7 +45,6 @@ from ragloop.plugins.generators.transformers import (
     LOOKUP_NGRAM,
     TOP_P,
     answer_record,
-    in_batches,
     sampling,
 )
 from ragloop.plugins.hf.gguf import PACKAGED_MODEL
@@ -174,6 +173,9 @@ class OpenvinoGenerator(ExportedGenerator):
         # (1.5x -> 1.8-2.0x one after another, which the cache speeds up too;
         # docs/generation.md).
         scheduler.enable_prefix_caching = True
+        # batch_size answers at a time: generate_many hands the runtime all its requests and
+        # it starts the next as soon as one ends, rather than waiting for a batch's longest.
+        scheduler.max_num_seqs = self.config.batch_size
         self._runtime = og.ContinuousBatchingPipeline(str(folder), scheduler, "CPU", options)
 
     # ---- generating ---------------------------------------------------------------------
@@ -277,38 +279,37 @@ class OpenvinoGenerator(ExportedGenerator):
         return tokens if ended is None else tokens[:ended + 1]
 
     def _many(self, conversations, max_new_tokens, temperature, seed) -> list[str]:
-        """`batch_size` answers per call of the runtime, each its own request (its own
-        length, and for a sampled one its own seed: `seed + i` for conversation i), which
-        the runtime schedules together; similar prompt lengths go in one call."""
-        requests = [(ids, room, i) for i, (ids, room) in enumerate(
-            self._request(conversations, max_new_tokens, temperature))]
+        """Every answer its own request (its own length, and for a sampled one its own seed:
+        `seed + i` for conversation i), all handed to the runtime in one call: it runs
+        `batch_size` of them at a time and starts the next as soon as one ends. Handed over a
+        batch at a time instead, each batch waits for its longest answer; candidates' lengths
+        add up to 2.8x the longest's (docs/generation.md)."""
+        requests = self._request(conversations, max_new_tokens, temperature)
         _, seed = sampling(temperature, seed)
-        answers, self.last_generations = in_batches(
-            requests, self.config.batch_size, seed,
-            lambda chunk: self._batch(chunk, temperature, seed))
-        return answers
-
-    def _batch(self, requests, temperature: float, seed: int | None):
-        seeds = [None if seed is None else seed + i for _, _, i in requests]
+        seeds = [None if seed is None else seed + i for i in range(len(requests))]
         started = time.perf_counter()
         self._read_shared(requests)
         results = self._runtime.generate(
-            [self._tensor(ids) for ids, _, _ in requests],
-            [self._settings(room, temperature, s) for (_, room, _), s in zip(requests, seeds)])
+            [self._tensor(ids) for ids, _ in requests],
+            [self._settings(room, temperature, s) for (_, room), s in zip(requests, seeds)])
         seconds = time.perf_counter() - started
-        done = []
-        for (ids, room, _), s, result in zip(requests, seeds, results):
+        answers, self.last_generations = [], []
+        together = min(len(requests), self.config.batch_size)
+        for (ids, room), s, result in zip(requests, seeds, results):
             tokens = self._until_end(result.m_generation_ids[0])
-            done.append((self._decode(tokens), {
+            answers.append(self._decode(tokens))
+            # `seconds`: the whole call's, shared by its answers
+            self.last_generations.append({
                 **answer_record(temperature, room, len(ids), len(tokens), self._stop(tokens),
-                                seconds), **self._made_with(temperature), "seed": s}))
-        return done
+                                seconds), **self._made_with(temperature), "seed": s,
+                "batch": together})
+        return answers
 
     def _read_shared(self, requests) -> None:
         """A prompt that several requests share (a question's candidates) read once, into
         the runtime's prefix cache, before they start: started together, each would read it
         again. 4 sampled candidates of a new prompt came 108 -> 140 tokens/s this way."""
-        asked = Counter(tuple(ids) for ids, _, _ in requests)
+        asked = Counter(tuple(ids) for ids, _ in requests)
         shared = [list(prompt) for prompt, times in asked.items() if times > 1]
         if shared:
             self._runtime.generate([self._tensor(ids) for ids in shared],
