@@ -188,6 +188,12 @@ class Reranker(Component):
 class Generator(Component):
     """A chat language model. `messages` are [{"role": ..., "content": ...}]."""
 
+    # True for a generator whose generate_many keeps `batch_size` answers running and starts
+    # the next as one ends: a call of several batches' worth then never waits on a batch's
+    # longest answer, so callers with many questions hand it more per call
+    # (core/pipeline/rating_batches.py).
+    refills_batch = False
+
     @property
     def model_id(self) -> str:
         raise NotImplementedError

@@ -190,13 +190,18 @@ def test_demo_answers_with_the_generator_it_is_given(tmp_path, longer_rater):
     pytest.importorskip("openvino_genai")
     home = tmp_path / "ws"
     out = demo(home, "--questions", 4, "--held-out", 1, "--max-steps", 1, "--max-new-tokens", 6,
-               "--rater", "longer", "--generator", "openvino", *tiny()).output
+               "--rater", "longer", "--generator", "openvino", "-o", "generator.batch_size=1",
+               *tiny()).output
     assert "Trained     demo-dpo (1 DPO steps" in out
     import sqlite3
     db = sqlite3.connect(home / "ragloop.db")
     # Every answer: the rated pairs, base and adapter in the comparison, both prompts.
     rows = db.execute("select generator, adapter, params_json from candidates").fetchall()
     assert len(rows) >= 8 and {r[0] for r in rows} == {"openvino"}
+    # The runtime refills its batch as answers end, so the 4 training questions' answers
+    # were handed to it in one call (4 batches' worth), one answer running at a time.
+    rated = [json.loads(r[2]) for r in rows if json.loads(r[2])["candidates"] == "sample"]
+    assert len(rated) == 8 and {(p["batched"], p["batch"]) for p in rated} == {(4, 1)}
     assert {(r[1] or "").split("@")[0] for r in rows} == {"", "demo-dpo"}
     assert all(json.loads(r[2])["runtime"].startswith("openvino-genai") for r in rows)
     exports = list((home / "models" / "generator-exports").iterdir())

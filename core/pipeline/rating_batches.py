@@ -5,10 +5,10 @@ group ahead of the question being rated; both then read the pairs back as stored
 the same rows, claims and settings fingerprint that `Session.pair` writes one question at a
 time.
 
-A group is CALL_BATCHES batches' worth of answers: a generator that runs `batch_size`
-answers at a time and starts the next as one ends (openvino) keeps its batch full through
-the call, rather than waiting for the longest answer of each batch; the transformers
-generator splits the call into batches itself.
+A group is a batch's worth of answers (`batch_size`; N per question for best-of-N), and
+CALL_BATCHES batches' worth for a generator that `refills_batch` (openvino): it runs
+`batch_size` answers at a time and starts the next as one ends, so it keeps its batch full
+through the call rather than waiting for each batch's longest answer.
 
 A question whose pair is stored already, or that another live session is generating, is
 left alone here: `Session.pair` reads or waits for it as before. Groups are stored as they
@@ -28,7 +28,7 @@ from ragloop.core.pipeline.rating_claims import PAIR
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.workspace import write_transaction
 
-# Answers per generate_many call, in batches of the generator's batch_size. openvino with
+# Batches of answers per generate_many call to a generator that refills its batch. openvino with
 # batch_size 4, 4 sampled candidates of 12 questions: 259 tokens/s with 4 questions' in a
 # call against 165 with one question's (bench_generate --across 4, docs/generation.md).
 CALL_BATCHES = 4
@@ -64,9 +64,10 @@ def batch_size(session) -> int:
 
 
 def group_size(session) -> int:
-    """Questions per generate_many call: CALL_BATCHES batches of answers, N per question
-    for best-of-N."""
-    return max(1, CALL_BATCHES * batch_size(session) // (session.settings.best_of or 1))
+    """Questions per generate_many call: a batch of answers (CALL_BATCHES for a generator
+    that refills its batch), N per question for best-of-N."""
+    calls = CALL_BATCHES if getattr(session.generators[0], "refills_batch", False) else 1
+    return max(1, calls * batch_size(session) // (session.settings.best_of or 1))
 
 
 def generate_pairs(session, questions: list[Question],

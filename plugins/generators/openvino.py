@@ -114,6 +114,7 @@ class OpenvinoGenerator(ExportedGenerator):
                    f"Needs ragloop[{EXTRA}].")
     Config = OpenvinoConfig
     runtime_label = "OpenVINO GenAI"
+    refills_batch = True                # the runtime's scheduler (_many)
     require = staticmethod(require)
 
     def export_key(self) -> dict:
