@@ -28,9 +28,9 @@ from ragloop.core.pipeline.rating_claims import PAIR
 from ragloop.core.pipeline.rating_questions import Question
 from ragloop.core.workspace import write_transaction
 
-# Batches of answers per generate_many call to a generator that refills its batch. openvino with
-# batch_size 4, 4 sampled candidates of 12 questions: 259 tokens/s with 4 questions' in a
-# call against 165 with one question's (bench_generate --across 4, docs/generation.md).
+# Batches of answers per generate_many call to a generator that refills its batch. openvino
+# with batch_size 4, 4 sampled candidates of 12 questions: 259 tokens/s with 4 questions' in
+# a call against 165 with one question's (bench_generate --across 4, docs/generation.md).
 CALL_BATCHES = 4
 
 

@@ -11,8 +11,8 @@ exporter, does not import beside transformers 5; OpenVINO GenAI reads GGUF files
 Every answer is a request of its own to the one pipeline: `generate_many` hands it all its
 requests at once and it runs `batch_size` of them at a time, starting the next as soon as one
 ends, so greedy answers are each generated as alone, and sampled candidates of one question
-each draw with their own seed. The runtime keeps prompts it has read (its prefix cache), and a prompt that the
-requests of a batch share is read once before they start. Prompts, identity, the export
+each draw with their own seed. The runtime keeps prompts it has read (its prefix cache), and
+a prompt that several requests share is read once before they start. Prompts, identity, the export
 cache and fallback are shared with `onnx-genai` (exported.py). Llama, Qwen2 and Qwen3 models
 can be written (gguf_write.py).
 """

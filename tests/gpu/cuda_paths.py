@@ -1,7 +1,8 @@
 """The CUDA-only paths, each once, through the real CLI on a CUDA machine: bf16 training
-(dpo, sft, sft+dpo), QLoRA (tests/gpu/qlora_smoke.py: bnb-nf4 and bnb-int8, then ask on the full and on
-the quantized base), DeepSpeed ZeRO-2 and ZeRO-3 with CPU offload, FSDP. CI has no GPU, so
-pytest never collects this (tests/gpu/conftest.py); run it by hand from the repository root:
+(dpo, sft, sft+dpo), QLoRA (tests/gpu/qlora_smoke.py: bnb-nf4 and bnb-int8, then ask on the
+full and on the quantized base), DeepSpeed ZeRO-2 and ZeRO-3 with CPU offload, FSDP. CI has
+no GPU, so pytest never collects this (tests/gpu/conftest.py); run it by hand from the
+repository root:
 
     OUT=/tmp/gpu-logs python tests/gpu/cuda_paths.py [bf16] [qlora] [zero] [fsdp]
 
@@ -47,8 +48,8 @@ def ragloop(step, home, *args, limit=150):
     env_ = {**os.environ, "RAGLOOP_HOME": str(home)}
     t = time.time()
     try:
-        p = subprocess.run([*ragloop_command(None), *args], capture_output=True, text=True, timeout=limit,
-                           env=env_)
+        p = subprocess.run([*ragloop_command(None), *args], capture_output=True, text=True,
+                           timeout=limit, env=env_)
         rc, out = p.returncode, p.stdout + p.stderr
     except subprocess.TimeoutExpired as exc:
         tail = f"{(exc.stdout or b'')[-3000:]!r}{(exc.stderr or b'')[-3000:]!r}"
@@ -128,7 +129,8 @@ def main():
         # on the quantized base, through the CLI
         t = time.time()
         try:
-            p = subprocess.run([sys.executable, str(Path(__file__).with_name("qlora_smoke.py")), str(WORK / "smoke"),
+            smoke = Path(__file__).with_name("qlora_smoke.py")
+            p = subprocess.run([sys.executable, str(smoke), str(WORK / "smoke"),
                                 "--model", str(mid), "--embedder", str(emb)],
                                capture_output=True, text=True, timeout=400)
             rc, text = p.returncode, p.stdout + p.stderr
